@@ -25,6 +25,7 @@ class ErrorCode(Enum):
     TOPIC_MISMATCH = ("HR-KAF-004", False, "a topic exists with other settings")
     # wire formats
     DECODE_FAILED = ("HR-WIRE-001", False, "a message could not be decoded")
+    ENCODE_FAILED = ("HR-WIRE-005", False, "a message could not be encoded")
     UNKNOWN_SCHEMA = ("HR-WIRE-002", False, "a message names a schema fingerprint we lack")
     CHAIN_BROKEN = ("HR-WIRE-003", False, "a run's hash chain does not verify")
     BAD_CLOUDEVENT = ("HR-WIRE-004", False, "not a valid CloudEvent")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -92,6 +92,9 @@ class EventType(StrEnum):
     CommandRejected = "CommandRejected"
     AuditNoted = "AuditNoted"
     MarkerRecorded = "MarkerRecorded"
+    IterationCancelled = "IterationCancelled"
+    SignalWaitCancelled = "SignalWaitCancelled"
+    ApprovalCancelled = "ApprovalCancelled"
     Unknown = "Unknown"
 
 
@@ -122,9 +125,13 @@ class CommandType(StrEnum):
 
 def canonical_json(value: Any) -> str:
     """The one JSON spelling of ``value``: sorted keys, no whitespace, UTF-8, no NaN."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _CANONICAL.encode(value)
+
+
+# One shared encoder: json.dumps builds a new one per call when given options.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def event_id_for(tenant: str, run_id: str, seq: int) -> str:
@@ -195,7 +202,13 @@ class Event:
         return f"{self.tenant}/{self.run_id}"
 
     def with_chain(self, prev_hash: bytes, hash_: bytes) -> Event:
-        return replace(self, prev_hash=prev_hash, hash=hash_)
+        """This event sealed onto its chain (sealing is on the hot path, so no ``replace``)."""
+        values = {name: getattr(self, name) for name in _UNCHAINED}
+        return Event(**values, prev_hash=prev_hash, hash=hash_)
+
+
+# Every Event field but the last two, which are prev_hash and hash (as in the schema).
+_UNCHAINED = tuple(f.name for f in fields(Event))[:-2]
 
 
 def digest(prev_hash: bytes, body: bytes) -> bytes:
