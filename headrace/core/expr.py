@@ -28,88 +28,24 @@ from typing import Any
 
 import jq
 
+from headrace.core.jq_sandbox import check_safe, explain_compile_error, free_variables
 from headrace.errors import ErrorCode, HeadraceError
+
+__all__ = [
+    "BASE_VARIABLES",
+    "STEP_VARIABLES",
+    "Context",
+    "Expression",
+    "check_safe",
+    "compile_expr",
+    "free_variables",
+]
 
 # The variables every expression may use, and those a step may add.
 BASE_VARIABLES = ("input", "run")
 STEP_VARIABLES = ("result", "item", "index", "data", "error", "signal", "event", "decision")
 
-_FORBIDDEN_WORDS = {
-    "import": "modules are not available to workflow expressions",
-    "include": "modules are not available to workflow expressions",
-    "input": "expressions read only their input value",
-    "inputs": "expressions read only their input value",
-    "repeat": "`repeat` can loop forever; iterate over a bounded list instead",
-    "while": "`while` can loop forever; iterate over a bounded list instead",
-    "until": "`until` can loop forever; iterate over a bounded list instead",
-    "infinite": "`infinite` leads to unbounded loops",
-    "halt": "`halt` would stop the engine's evaluator",
-    "halt_error": "`halt_error` would stop the engine's evaluator",
-    "input_filename": "no files here",
-    "localtime": "depends on the machine's time zone; use gmtime",
-    "strflocaltime": "depends on the machine's time zone; use strftime",
-    "debug": "writes to the engine's stderr",
-    "stderr": "writes to the engine's stderr",
-    "get_search_list": "modules are not available",
-    "$__loc__": "reveals engine internals",
-    "$__prog_args": "reveals engine internals",
-}
-
-_TOKEN = re.compile(
-    r'"(?:\\.|[^"\\])*"'  # string literal (interpolations are rare; checked loosely)
-    r"|\$?__?[A-Za-z_][A-Za-z0-9_]*"  # $__loc__ and friends
-    r"|\$?[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*"
-    r"|\.\.|[()\[\]{}|,;:]|\S"
-)
 _PLAIN_PATH = re.compile(r"^(\$[A-Za-z_][A-Za-z0-9_]*)?((?:\.[A-Za-z_][A-Za-z0-9_]*)*)$")
-
-
-def _tokens(source: str) -> list[str]:
-    return [t for t in _TOKEN.findall(source) if not t.startswith('"')]
-
-
-def check_safe(source: str) -> None:
-    """Raise ``HeadraceError(EXPRESSION_INVALID)`` if ``source`` may not be run by the engine."""
-    toks = _tokens(source)
-    for i, tok in enumerate(toks):
-        why = _FORBIDDEN_WORDS.get(tok)
-        if why:
-            raise HeadraceError(
-                ErrorCode.EXPRESSION_INVALID, f"{source!r}: `{tok}` refused — {why}"
-            )
-        if tok == "recurse" and i + 1 < len(toks) and toks[i + 1] == "(":
-            raise HeadraceError(
-                ErrorCode.EXPRESSION_INVALID,
-                f"{source!r}: `recurse(f)` can loop forever — use `..` (recurse over the data)",
-            )
-    # A def whose body calls its own name is recursion: refuse it.
-    for i, tok in enumerate(toks):
-        if tok != "def" or i + 1 >= len(toks):
-            continue
-        name = toks[i + 1]
-        depth = 0
-        j = i + 2
-        # skip the parameter list and the ':' that opens the body
-        while j < len(toks) and toks[j] != ":":
-            j += 1
-        j += 1
-        while j < len(toks):
-            t = toks[j]
-            if t in "([{":
-                depth += 1
-            elif t in ")]}":
-                depth -= 1
-                if depth < 0:
-                    break
-            elif t == ";" and depth == 0:
-                break
-            elif t == name:
-                raise HeadraceError(
-                    ErrorCode.EXPRESSION_INVALID,
-                    f"{source!r}: recursive `def {name}` refused — libjq cannot be "
-                    "interrupted, so expressions must terminate; use reduce/foreach over a list",
-                )
-            j += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +88,7 @@ class Expression:
         try:
             self._program = jq.compile(program)
         except ValueError as exc:
-            msg = str(exc).replace(program, source).split("\n")[0]
+            msg = explain_compile_error(str(exc), len(program) - len(source) - 2, source)
             raise HeadraceError(
                 ErrorCode.EXPRESSION_INVALID, f"{source!r} does not compile: {msg}"
             ) from None

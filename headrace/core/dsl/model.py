@@ -89,7 +89,7 @@ class RetryPolicy(_Strict):
         default_factory=list, description="error codes that fail the task at once"
     )
 
-    _v_durations = field_validator("initial_backoff", "max_backoff")(
+    _v_durations = field_validator("initial_backoff", "max_backoff", mode="before")(
         classmethod(lambda cls, v: _duration(v))
     )
 
@@ -103,9 +103,9 @@ class TaskTimeouts(_Strict):
     start_to_close: DurationStr | None = Field(None, description="picked up → result")
     heartbeat: DurationStr | None = Field(None, description="longest gap between heartbeats")
 
-    _v_durations = field_validator("schedule_to_start", "start_to_close", "heartbeat")(
-        classmethod(lambda cls, v: _duration(v))
-    )
+    _v_durations = field_validator(
+        "schedule_to_start", "start_to_close", "heartbeat", mode="before"
+    )(classmethod(lambda cls, v: _duration(v)))
 
 
 class Catch(_Strict):
@@ -122,11 +122,21 @@ class Catch(_Strict):
 class BusinessTime(_Strict):
     """A duration in a named business calendar (working hours, holidays)."""
 
-    calendar: str
-    duration: DurationStr = Field(description="business time, e.g. '16h' = two 8-hour days")
+    calendar: str = Field(min_length=1, description="name of a business calendar")
+    duration: DurationStr | None = Field(
+        None, description="business time, e.g. '16h' = two 8-hour days"
+    )
     days: int | None = Field(None, ge=0, description="business days instead of a duration")
 
-    _v_duration = field_validator("duration")(classmethod(lambda cls, v: _duration(v)))
+    _v_duration = field_validator("duration", mode="before")(
+        classmethod(lambda cls, v: _duration(v))
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BusinessTime:
+        if (self.duration is None) == (self.days is None):
+            raise ValueError("business time needs exactly one of 'duration' or 'days'")
+        return self
 
 
 class Sla(_Strict):
@@ -136,7 +146,7 @@ class Sla(_Strict):
     business: BusinessTime | None = None
     at_risk: float = Field(0.8, gt=0, lt=1, description="fraction of the SLA that warns")
 
-    _v_within = field_validator("within")(classmethod(lambda cls, v: _duration(v)))
+    _v_within = field_validator("within", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
     @model_validator(mode="after")
     def _one_of(self) -> Sla:
@@ -157,27 +167,36 @@ class ChildPolicy(StrEnum):
 
 
 class StepBase(_Strict):
-    name: StepName
-    description: str | None = None
-    next: StepName | None = Field(None, description="step to run after this one")
-    end: bool = Field(False, description="this step ends its flow")
-    catch: list[Catch] = Field(default_factory=list)
+    """Fields every step kind has."""
+
+    name: StepName = Field(description="unique across the whole definition")
+    description: str | None = Field(None, description="free text for readers and UIs")
+    next: StepName | None = Field(
+        None, description="step to run after this one, in the same list (default: the next listed)"
+    )
+    end: bool = Field(False, description="this step ends its flow (run, branch or iteration)")
+    catch: list[Catch] = Field(default_factory=list, description="failure handlers, tried in order")
     compensate: StepName | None = Field(
         None, description="name of a step in `compensations` that undoes this one"
     )
-    sla: Sla | None = None
+    sla: Sla | None = Field(None, description="deadline for this step")
 
 
 class TaskStep(StepBase):
     """Hand work to a domain service through ``tasks.<queue>``."""
 
     kind: Literal["task"]
-    queue: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    queue: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
+        description="task queue: workers read `tasks.<queue>`; `http` etc. are built-in connectors",
+    )
     input: Expr | None = Field(None, description="jq over run data → task input (default `.`)")
     output: Expr | None = Field(None, description="jq over the result (`.`), `$data` = run data")
     into: str | None = Field(None, description="data path for the (mapped) result")
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    timeouts: TaskTimeouts = Field(default_factory=TaskTimeouts)
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="retries of failed attempts"
+    )
+    timeouts: TaskTimeouts = Field(default_factory=TaskTimeouts, description="per-attempt limits")
     priority: int = Field(5, ge=0, le=9, description="0 lowest … 9 highest")
     idempotency_key: Expr | None = Field(
         None, description="jq → string; default '<run_id>/<step>[/<iteration>]'"
@@ -191,6 +210,8 @@ class TaskStep(StepBase):
 
 
 class ChoiceRule(_Strict):
+    """One guarded branch of a choice."""
+
     when: Expr = Field(description="jq guard; truthy selects `next`")
     next: StepName
 
@@ -199,8 +220,8 @@ class ChoiceStep(StepBase):
     """Go to the first step whose guard holds, else ``default``."""
 
     kind: Literal["choice"]
-    choices: list[ChoiceRule] = Field(min_length=1)
-    default: StepName | None = None
+    choices: list[ChoiceRule] = Field(min_length=1, description="tried in order")
+    default: StepName | None = Field(None, description="step when no guard holds (else fail)")
 
 
 class JoinMode(StrEnum):
@@ -210,6 +231,8 @@ class JoinMode(StrEnum):
 
 
 class Join(_Strict):
+    """When a parallel step is done: all branches, the first, or n of them."""
+
     mode: JoinMode = JoinMode.ALL
     n: int | None = Field(None, ge=1, description="branches needed for `n_of_m`")
 
@@ -231,7 +254,9 @@ class BranchFailure(StrEnum):
 
 
 class Branch(_Strict):
-    name: StepName
+    """One branch of a parallel step: its own flow of steps."""
+
+    name: StepName = Field(description="key of this branch's result")
     steps: list[Step] = Field(min_length=1)
 
 
@@ -246,8 +271,8 @@ class ParallelStep(StepBase):
     branches: list[Branch] = Field(min_length=1)
     join: Join = Field(default_factory=Join)
     on_branch_failure: BranchFailure = BranchFailure.FAIL
-    output: Expr | None = None
-    into: str | None = None
+    output: Expr | None = Field(None, description="jq over {branch: data}, `$data` = run data")
+    into: str | None = Field(None, description="data path for the (mapped) result")
 
 
 class ForeachStep(StepBase):
@@ -259,11 +284,16 @@ class ForeachStep(StepBase):
 
     kind: Literal["foreach"]
     items: Expr = Field(description="jq → the list to fan out over")
-    as_: str = Field("item", alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    concurrency: int = Field(10, ge=1, le=10_000)
-    steps: list[Step] = Field(min_length=1)
+    as_: str = Field(
+        "item",
+        alias="as",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="data key (and variable) that holds the current item",
+    )
+    concurrency: int = Field(10, ge=1, le=10_000, description="iterations running at once")
+    steps: list[Step] = Field(min_length=1, description="the body, run once per item")
     collect: Expr | None = Field(None, description="jq over an iteration's final data")
-    into: str | None = None
+    into: str | None = Field(None, description="data path for the list of results")
     on_item_failure: BranchFailure = BranchFailure.FAIL
 
 
@@ -271,11 +301,13 @@ class WaitStep(StepBase):
     """Pause for a duration, until a time, or for business time."""
 
     kind: Literal["wait"]
-    duration: DurationStr | None = None
+    duration: DurationStr | None = Field(None, description="how long to pause")
     until: Expr | None = Field(None, description="jq → ISO 8601 time or epoch milliseconds")
-    business: BusinessTime | None = None
+    business: BusinessTime | None = Field(None, description="pause for business time")
 
-    _v_duration = field_validator("duration")(classmethod(lambda cls, v: _duration(v)))
+    _v_duration = field_validator("duration", mode="before")(
+        classmethod(lambda cls, v: _duration(v))
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> WaitStep:
@@ -292,14 +324,14 @@ class WaitSignalStep(StepBase):
     """Wait for a named signal addressed to this run or to a correlation key."""
 
     kind: Literal["wait_signal"]
-    signal: str = Field(min_length=1)
+    signal: str = Field(min_length=1, description="signal name")
     correlation: Expr | None = Field(None, description="jq → correlation key (default: run id)")
-    timeout: DurationStr | None = None
+    timeout: DurationStr | None = Field(None, description="give up waiting after this long")
     on_timeout: StepName | None = Field(None, description="step after a timeout (else fail)")
     output: Expr | None = Field(None, description="jq over the signal data")
-    into: str | None = None
+    into: str | None = Field(None, description="data path for the (mapped) signal data")
 
-    _v_timeout = field_validator("timeout")(classmethod(lambda cls, v: _duration(v)))
+    _v_timeout = field_validator("timeout", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
 
 class Quorum(StrEnum):
@@ -309,35 +341,39 @@ class Quorum(StrEnum):
 
 
 class Reminders(_Strict):
-    every: DurationStr
-    calendar: str | None = Field(None, description="count `every` in business time")
-    max: int | None = Field(None, ge=1)
+    """Nudge assignees who have not decided yet."""
 
-    _v_every = field_validator("every")(classmethod(lambda cls, v: _duration(v)))
+    every: DurationStr = Field(description="interval between reminders")
+    calendar: str | None = Field(None, description="count `every` in business time")
+    max: int | None = Field(None, ge=1, description="stop after this many")
+
+    _v_every = field_validator("every", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
 
 class ApprovalStep(StepBase):
     """A human decision with a quorum."""
 
     kind: Literal["approval"]
-    assignees: list[str] = Field(default_factory=list)
-    roles: list[str] = Field(default_factory=list)
+    assignees: list[str] = Field(default_factory=list, description="users, in order for serial")
+    roles: list[str] = Field(default_factory=list, description="anyone with one of these roles")
     assignees_from: Expr | None = Field(None, description="jq → list of users, at run time")
-    quorum: Quorum = Quorum.PARALLEL
+    quorum: Quorum = Field(Quorum.PARALLEL, description="serial, parallel (all) or threshold")
     threshold: int | None = Field(None, ge=1, description="k for quorum 'threshold'")
     veto: bool = Field(False, description="one rejection rejects at once")
-    delegation: bool = False
+    delegation: bool = Field(False, description="assignees may hand their decision on")
     step_up: bool = Field(False, description="decisions must carry a fresh second factor")
-    expiry: DurationStr | None = None
-    expiry_business: BusinessTime | None = None
+    expiry: DurationStr | None = Field(None, description="undecided after this long → escalation")
+    expiry_business: BusinessTime | None = Field(None, description="expiry in business time")
     escalation: StepName | None = Field(None, description="step to run when it expires")
-    escalate_to_role: str | None = None
+    escalate_to_role: str | None = Field(
+        None, description="on expiry, re-assign to this role instead of moving on"
+    )
     reminders: Reminders | None = None
     on_reject: StepName | None = Field(None, description="step after a rejection (else fail)")
     into: str | None = Field(None, description="data path for the decisions")
     form: dict[str, Any] | None = Field(None, description="JSON Schema of extra decision data")
 
-    _v_expiry = field_validator("expiry")(classmethod(lambda cls, v: _duration(v)))
+    _v_expiry = field_validator("expiry", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
     @model_validator(mode="after")
     def _quorum(self) -> ApprovalStep:
@@ -356,30 +392,34 @@ class CallStep(StepBase):
     """Start a child workflow and wait for its result."""
 
     kind: Literal["call"]
-    workflow: str = Field(pattern=TYPE_PATTERN)
+    workflow: str = Field(pattern=TYPE_PATTERN, description="the child's workflow type")
     version: int | None = Field(None, ge=1, description="default: latest at the time of the call")
-    input: Expr | None = None
-    output: Expr | None = None
-    into: str | None = None
-    on_parent_cancel: ChildPolicy = ChildPolicy.CASCADE
+    input: Expr | None = Field(None, description="jq over run data → the child's input")
+    output: Expr | None = Field(None, description="jq over the child's result, `$data` = run data")
+    into: str | None = Field(None, description="data path for the (mapped) result")
+    on_parent_cancel: ChildPolicy = Field(
+        ChildPolicy.CASCADE, description="cancel the child with the parent, or let it run"
+    )
 
 
 class SpawnStep(StepBase):
     """Start a child workflow and go on without waiting."""
 
     kind: Literal["spawn"]
-    workflow: str = Field(pattern=TYPE_PATTERN)
-    version: int | None = Field(None, ge=1)
-    input: Expr | None = None
+    workflow: str = Field(pattern=TYPE_PATTERN, description="the child's workflow type")
+    version: int | None = Field(None, ge=1, description="default: latest at the time of the call")
+    input: Expr | None = Field(None, description="jq over run data → the child's input")
     into: str | None = Field(None, description="data path for the child's run id")
-    on_parent_cancel: ChildPolicy = ChildPolicy.ABANDON
+    on_parent_cancel: ChildPolicy = Field(
+        ChildPolicy.ABANDON, description="cancel the child with the parent, or let it run"
+    )
 
 
 class SetStep(StepBase):
     """Transform the run data: ``value`` is jq over the data."""
 
     kind: Literal["set"]
-    value: Expr
+    value: Expr = Field(description="jq over the run data")
     into: str | None = Field(None, description="data path (default: replace the data)")
 
 
@@ -387,7 +427,7 @@ class SucceedStep(StepBase):
     """End the run (or branch) successfully; ``output`` is jq → the run's result."""
 
     kind: Literal["succeed"]
-    output: Expr | None = None
+    output: Expr | None = Field(None, description="jq over the data → the result")
 
 
 class FailStep(StepBase):
@@ -435,24 +475,26 @@ class Trigger(_Strict):
 class Definition(_Strict):
     """A workflow type at one version. ``type@version`` is immutable once deployed."""
 
-    type: str = Field(pattern=TYPE_PATTERN)
-    version: int = Field(ge=1)
-    description: str | None = None
+    type: str = Field(pattern=TYPE_PATTERN, description="workflow type, e.g. 'order-processing'")
+    version: int = Field(ge=1, description="version of this type; deployed versions never change")
+    description: str | None = Field(None, description="free text for readers and UIs")
     input_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the input")
     start: StepName | None = Field(None, description="first step (default: the first listed)")
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, description="the main flow")
     compensations: list[Step] = Field(
         default_factory=list, description="steps only reached through `compensate`"
     )
-    triggers: list[Trigger] = Field(default_factory=list)
+    triggers: list[Trigger] = Field(
+        default_factory=list, description="CloudEvents that start a run"
+    )
     timeout: DurationStr | None = Field(None, description="the whole run's deadline")
-    sla: Sla | None = None
+    sla: Sla | None = Field(None, description="deadline for the whole run")
     on_cancel: Literal["compensate", "none"] = Field(
         "compensate", description="run completed steps' compensations on cancel"
     )
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="free key/value tags")
 
-    _v_timeout = field_validator("timeout")(classmethod(lambda cls, v: _duration(v)))
+    _v_timeout = field_validator("timeout", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
     @property
     def key(self) -> str:
