@@ -19,7 +19,7 @@ app = typer.Typer(
 
 # Each entry is (module under headrace.cli, how it attaches). A module exposes
 # either `app` (a Typer group, added under its name) or `register(app)`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["dev", "topics", "lint", "simulate"]
 
 
 def _attach() -> None:

@@ -1,0 +1,283 @@
+"""Effects: what the world must do because of an event, read off the event alone.
+
+The orchestrator calls :func:`effects` on every event it appends — and again
+on events it folds during replay, so an effect may be emitted more than once.
+Every effect carries an ``id`` derived from ``(run_id, seq)`` of the event
+that asked for it (``envelope.effect_id``); the task, timer and signal
+services dedupe on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from headrace.core.envelope import Command, CommandType, Event, EventType
+
+E = EventType
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """Base of all effects: ``id`` is the dedupe key, ``tenant``/``run_id`` the run."""
+
+    id: str
+    tenant: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTask(Effect):
+    """Dispatch one task attempt to ``tasks.<queue>``."""
+
+    workflow_type: str
+    step: str
+    attempt: int
+    queue: str
+    input: Any
+    priority: int
+    timeouts: dict[str, int]
+    retry: dict[str, Any]
+    idempotency_key: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTask(Effect):
+    """Stop waiting for a task attempt (tell the worker if it can be told)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTimer(Effect):
+    """Keep a timer; when due, send ``fire`` (a ``FireTimer`` command) to the run.
+
+    ``due`` is epoch ms, or ``None`` with ``business`` = ``{calendar,
+    duration_ms | days, from}`` for the timer service to resolve."""
+
+    purpose: str
+    due: int | None
+    business: dict[str, Any] | None
+
+    @property
+    def fire(self) -> Command:
+        """The command to send when the timer is due (its id is stable: ``<timer id>/fire``)."""
+        return Command(
+            command_id=f"{self.id}/fire",
+            tenant=self.tenant,
+            run_id=self.run_id,
+            type=CommandType.FireTimer,
+            time=self.due or 0,
+            payload={"timer_id": self.id},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer(Effect):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitSignal(Effect):
+    """Register a wait: deliver ``signal`` for ``correlation`` to the run with this wait id."""
+
+    signal: str
+    correlation: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSignalWait(Effect):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StartChild(Effect):
+    """Start child run ``id`` (``version`` ``None``: the latest deployed when it starts);
+    ``wait`` children report back with ``ChildFinished``."""
+
+    workflow: str
+    version: int | None
+    input: Any
+    parent: dict[str, Any]
+    wait: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChild(Effect):
+    """Cancel child run ``id`` (a ``CancelRun`` command to it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestApproval(Effect):
+    """Put an approval in the assignees' inboxes."""
+
+    step: str
+    assignees: list[str]
+    roles: list[str]
+    quorum: str
+    form: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyApprovers(Effect):
+    """Remind or escalate: ``kind`` is ``reminder`` or ``escalated``."""
+
+    approval_id: str
+    kind: str
+    users: list[str]
+    roles: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawApproval(Effect):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyParent(Effect):
+    """Tell the parent run that this child finished: ``command`` is its ``ChildFinished``."""
+
+    command: Command
+
+
+def _base(ev: Event, id_: str) -> dict[str, str]:
+    return {"id": id_, "tenant": ev.tenant, "run_id": ev.run_id}
+
+
+def _schedule(ev: Event, p: dict[str, Any]) -> list[Effect]:
+    return [
+        ScheduleTask(
+            **_base(ev, p["task_id"]),
+            workflow_type=ev.workflow_type,
+            step=p["step"],
+            attempt=p["attempt"],
+            queue=p["queue"],
+            input=p["input"],
+            priority=p["priority"],
+            timeouts=p["timeouts"],
+            retry=p["retry"],
+            idempotency_key=ev.idempotency_key or "",
+            config=p.get("config") or {},
+        )
+    ]
+
+
+def _arm(ev: Event, p: dict[str, Any]) -> list[Effect]:
+    return [
+        ArmTimer(
+            **_base(ev, p["timer_id"]),
+            purpose=p["purpose"],
+            due=p.get("due"),
+            business=p.get("business"),
+        )
+    ]
+
+
+def _child(ev: Event, p: dict[str, Any], wait: bool) -> list[Effect]:
+    return [
+        StartChild(
+            **_base(ev, p["child_run_id"]),
+            workflow=p["workflow"],
+            version=p.get("version"),
+            input=p.get("input"),
+            parent=p["parent"],
+            wait=wait,
+        )
+    ]
+
+
+def _approval(ev: Event, p: dict[str, Any]) -> list[Effect]:
+    return [
+        RequestApproval(
+            **_base(ev, p["approval_id"]),
+            step=p["step"],
+            assignees=p["assignees"],
+            roles=p["roles"],
+            quorum=p["quorum"],
+            form=p.get("form"),
+        )
+    ]
+
+
+def _notify(ev: Event, p: dict[str, Any]) -> list[Effect]:
+    escalated = ev.type is E.ApprovalEscalated
+    return [
+        NotifyApprovers(
+            **_base(ev, f"{p['approval_id']}/{ev.seq}"),
+            approval_id=p["approval_id"],
+            kind="escalated" if escalated else "reminder",
+            users=[] if escalated else p.get("to", []),
+            roles=[p["role"]] if escalated else p.get("roles", []),
+        )
+    ]
+
+
+_STATUS = {
+    E.RunCompleted: "completed",
+    E.RunFailed: "failed",
+    E.RunCancelled: "cancelled",
+    E.RunTerminated: "terminated",
+}
+
+
+def _ended(ev: Event, p: dict[str, Any]) -> list[Effect]:
+    parent = p.get("parent")
+    if not parent or not parent.get("wait"):
+        return []
+    payload: dict[str, Any] = {"child_run_id": ev.run_id, "status": _STATUS[ev.type]}
+    if ev.type is E.RunCompleted:
+        payload["output"] = p.get("output")
+    else:
+        payload["error"] = p.get("error")
+    command = Command(
+        command_id=f"{ev.run_id}/finished",
+        tenant=parent["tenant"],
+        run_id=parent["run_id"],
+        type=CommandType.ChildFinished,
+        time=ev.time,
+        payload=payload,
+        causation_id=ev.event_id,
+        correlation_id=ev.correlation_id,
+        traceparent=ev.traceparent,
+    )
+    return [
+        NotifyParent(
+            id=command.command_id, tenant=parent["tenant"], run_id=parent["run_id"], command=command
+        )
+    ]
+
+
+_READERS: dict[EventType, Callable[[Event, dict[str, Any]], list[Effect]]] = {
+    E.TaskScheduled: _schedule,
+    E.TaskCancelled: lambda ev, p: [CancelTask(**_base(ev, p["task_id"]))],
+    E.TimerArmed: _arm,
+    E.TimerCancelled: lambda ev, p: [CancelTimer(**_base(ev, p["timer_id"]))],
+    E.SignalAwaited: lambda ev, p: [
+        AwaitSignal(**_base(ev, p["wait_id"]), signal=p["signal"], correlation=p["correlation"])
+    ],
+    E.SignalReceived: lambda ev, p: [CancelSignalWait(**_base(ev, p["wait_id"]))],
+    E.SignalTimedOut: lambda ev, p: [CancelSignalWait(**_base(ev, p["wait_id"]))],
+    E.SignalWaitCancelled: lambda ev, p: [CancelSignalWait(**_base(ev, p["wait_id"]))],
+    E.ChildStartRequested: lambda ev, p: _child(ev, p, True),
+    E.ChildSpawned: lambda ev, p: _child(ev, p, False),
+    E.ChildCancelRequested: lambda ev, p: [CancelChild(**_base(ev, p["child_run_id"]))],
+    E.ApprovalRequested: _approval,
+    E.ApprovalReminderSent: _notify,
+    E.ApprovalEscalated: _notify,
+    E.ApprovalCompleted: lambda ev, p: [WithdrawApproval(**_base(ev, p["approval_id"]))],
+    E.ApprovalExpired: lambda ev, p: [WithdrawApproval(**_base(ev, p["approval_id"]))],
+    E.ApprovalCancelled: lambda ev, p: [WithdrawApproval(**_base(ev, p["approval_id"]))],
+    E.RunCompleted: _ended,
+    E.RunFailed: _ended,
+    E.RunCancelled: _ended,
+    E.RunTerminated: _ended,
+}
+
+
+def effects(event: Event) -> list[Effect]:
+    """The effects ``event`` asks for (none for most events)."""
+    reader = _READERS.get(event.type)
+    if reader is None:
+        return []
+    out: list[Effect] = reader(event, event.payload)
+    return out
