@@ -9,10 +9,11 @@ only on its content.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -169,12 +170,14 @@ class Command:
         return f"{self.tenant}/{self.run_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One entry of a run's history: a Canonical Workflow Event.
 
     ``prev_hash`` and ``hash`` are filled in by :mod:`headrace.core.chain`
-    when the event is sealed onto its run's chain.
+    when the event is sealed onto its run's chain. Treat an event as immutable;
+    it is not a frozen dataclass only because the decider builds several per
+    decision and a frozen constructor costs a third of that (bench/decider.py).
     """
 
     tenant: str
@@ -195,7 +198,7 @@ class Event:
 
     def __post_init__(self) -> None:
         if not self.event_id:
-            object.__setattr__(self, "event_id", event_id_for(self.tenant, self.run_id, self.seq))
+            self.event_id = event_id_for(self.tenant, self.run_id, self.seq)
 
     @property
     def run_key(self) -> str:
@@ -203,12 +206,10 @@ class Event:
 
     def with_chain(self, prev_hash: bytes, hash_: bytes) -> Event:
         """This event sealed onto its chain (sealing is on the hot path, so no ``replace``)."""
-        values = {name: getattr(self, name) for name in _UNCHAINED}
-        return Event(**values, prev_hash=prev_hash, hash=hash_)
-
-
-# Every Event field but the last two, which are prev_hash and hash (as in the schema).
-_UNCHAINED = tuple(f.name for f in fields(Event))[:-2]
+        sealed = copy.copy(self)
+        sealed.prev_hash = prev_hash
+        sealed.hash = hash_
+        return sealed
 
 
 def digest(prev_hash: bytes, body: bytes) -> bytes:
