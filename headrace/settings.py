@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from headrace.errors import ErrorCode, HeadraceError
-from headrace.topology import Topics
+from headrace.topology import Routing, Topics
 
 
 def _default_home() -> Path:
@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    @property
+    def routing(self) -> Routing:
+        return Routing(self.topics, self.partitions, dict(self.tenant_spread))
 
     def spread(self, tenant: str) -> int:
         return self.tenant_spread.get(tenant, 1)

@@ -26,8 +26,11 @@ Why the topics are split the way they are:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from headrace.core.partitioner import partition_for
 
 
 class Key(StrEnum):
@@ -217,3 +220,15 @@ class Topics:
 
     def tasks_dlq(self, queue: str) -> str:
         return task_dlq_topic(queue, self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Topic names plus the tenant partitioner's parameters: where a run's messages go."""
+
+    topics: Topics
+    partitions: int
+    spread: Mapping[str, int] = field(default_factory=dict)
+
+    def partition(self, tenant: str, run_id: str) -> int:
+        return partition_for(tenant, run_id, self.partitions, self.spread)

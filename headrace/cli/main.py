@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 
 import typer
+from rich.console import Console
+
+from headrace.errors import HeadraceError
 
 app = typer.Typer(
     name="headrace",
@@ -19,7 +22,7 @@ app = typer.Typer(
 
 # Each entry is (module under headrace.cli, how it attaches). A module exposes
 # either `app` (a Typer group, added under its name) or `register(app)`.
-COMMAND_MODULES: list[str] = ["dev", "topics", "lint", "simulate"]
+COMMAND_MODULES: list[str] = ["dev", "topics", "lint", "simulate", "serve"]
 
 
 def _attach() -> None:
@@ -36,7 +39,14 @@ _attach()
 
 
 def main() -> None:
-    app()
+    """Entry point: a HeadraceError anywhere ends in one red line and exit status 1."""
+    try:
+        app(standalone_mode=True)
+    except HeadraceError as exc:
+        Console(stderr=True).print(
+            f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", highlight=False
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

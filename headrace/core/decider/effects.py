@@ -100,6 +100,9 @@ class StartChild(Effect):
     input: Any
     parent: dict[str, Any]
     wait: bool
+    time: int = 0  # the parent's logical time when it asked
+    correlation_id: str | None = None  # inherited from the parent
+    traceparent: str | None = None  # inherited from the parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,9 @@ def _child(ev: Event, p: dict[str, Any], wait: bool) -> list[Effect]:
             input=p.get("input"),
             parent=p["parent"],
             wait=wait,
+            time=ev.time,
+            correlation_id=ev.correlation_id,
+            traceparent=ev.traceparent,
         )
     ]
 
