@@ -76,7 +76,7 @@ def run_worker(
         override_logging=True,
     )
     if on_started is not None:
-        app.on_startup_finished = on_started  # type: ignore[assignment]
+        app.on_startup_finished = on_started
     logging.getLogger("headrace.runner").info("starting %s", service)
     try:
         worker.execute_from_commandline()
