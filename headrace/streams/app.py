@@ -9,7 +9,9 @@ the settings the delivery contract needs (DESIGN.md, "the log is the truth"):
   while changelog segments are deleted (faust #651);
 * RocksDB through rocksdict with a modest block cache — faust's default is a
   2 GiB cache *per partition database*;
-* the worker's own data directory — RocksDB takes a lock per process.
+* the worker's own data directory — RocksDB takes a lock per process;
+* a 10 s session timeout and static group membership, so a crashed worker's
+  partitions move (or come back to it on restart) in seconds, not a minute.
 """
 
 from __future__ import annotations
@@ -69,7 +71,13 @@ def make_app(
         "web_port": web_port or 6066,
         "web_host": "127.0.0.1",
         "worker_redirect_stdouts": False,
-        "consumer_group_instance_id": None,
+        # A dead worker's partitions move after the session timeout; faust's
+        # default (60 s) would stall its runs for a minute after a crash.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
+        # Static membership (KIP-345): a worker restarted under the same
+        # instance name gets its partitions back without a group rebalance.
+        "consumer_group_instance_id": f"{settings.topic_prefix}{role}-{instance}",
     }
     conf.update(overrides)
     app = faust.App(f"{settings.topic_prefix}{role}", **conf)

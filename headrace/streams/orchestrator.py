@@ -1,0 +1,378 @@
+"""The orchestrator: a faust worker over ``commands`` that keeps run state in RocksDB.
+
+For each batch of commands (``take_events``; per-run order is kept because a
+run's commands share a partition and the agent has concurrency 1):
+
+1. load each run's snapshot from the ``runs`` table (RocksDB, compacted changelog);
+2. decide the command and seal the new events onto the run's hash chain
+   (:func:`headrace.core.engine.handle`);
+3. write the events to ``events`` (idempotent producer, ``acks=all``) and wait;
+4. write the effects — task requests, timers, signal waits, child commands —
+   and wait;
+5. write the snapshots, and the ``events`` offset they cover (the watermark),
+   in one RocksDB batch per partition plus their changelog records;
+6. let faust acknowledge the commands (their offsets are committed later).
+
+A crash anywhere loses nothing: a command not yet acknowledged is delivered
+again, and deciding it again yields nothing once its events are in the run's
+state. When a worker takes a partition it first *replays* ``events`` from the
+watermark to the end, folding every event the snapshots lack and re-emitting
+its effects (the services downstream dedupe on effect ids), then processes
+commands. This is DESIGN.md's "the log is the truth".
+
+A command that cannot be decoded, names an unknown workflow, or makes the
+decider raise goes to ``dlq`` with the reason in headers; the run's state is
+reloaded and no other run is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from headrace.core.codec import decode_command, decode_event
+from headrace.core.decider import State, effects
+from headrace.core.dsl.model import Definition
+from headrace.core.engine import Gap, fold, handle
+from headrace.core.envelope import Command, CommandType, Event
+from headrace.core.outbox import Outgoing, messages_for
+from headrace.definitions import DefinitionCatalog
+from headrace.errors import ErrorCode, HeadraceError
+from headrace.settings import Settings
+from headrace.streams import orchestrator_metrics as metrics
+from headrace.streams.app import make_app
+from headrace.streams.partition_reader import read_partition
+from headrace.streams.partition_store import PartitionStore
+from headrace.streams.producer import AsyncProducer
+
+log = logging.getLogger("headrace.orchestrator")
+
+# Each partition database also holds the offset of the `events` partition up to
+# which its snapshots are complete: replay starts there.
+WATERMARK_KEY = b"\x00headrace/events-offset"
+
+
+def get_watermark(store: PartitionStore, partition: int) -> int:
+    raw = store.get(partition, WATERMARK_KEY)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def watermark_item(offset: int) -> tuple[bytes, bytes]:
+    return WATERMARK_KEY, offset.to_bytes(8, "big")
+
+
+# Test hook (DESIGN.md's crash tests): HEADRACE_CRASH_POINT=after-events makes the
+# worker SIGKILL itself, with probability HEADRACE_CRASH_PROBABILITY, after a
+# batch's events are acknowledged and before its snapshots are written.
+CRASH_POINTS = ("after-events", "after-effects", "after-snapshots")
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch of commands produced, per partition."""
+
+    events: list[Outgoing] = field(default_factory=list)
+    event_partitions: list[int] = field(default_factory=list)
+    effects: list[Outgoing] = field(default_factory=list)
+    states: dict[int, dict[bytes, State]] = field(default_factory=lambda: defaultdict(dict))
+
+
+class Orchestrator:
+    """One orchestrator worker. ``run()`` blocks until SIGTERM."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        instance: str = "0",
+        web_port: int | None = None,
+        batch_size: int = 500,
+        batch_within: float = 0.002,
+    ) -> None:
+        self.settings = settings
+        self.routing = settings.routing
+        self.topics = settings.topics
+        self.batch_size = batch_size
+        self.batch_within = batch_within
+        self.app = make_app(settings, "orchestrator", instance=instance, web_port=web_port)
+        self.commands = self.app.topic(
+            self.topics.commands,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        self.table = self.app.Table(
+            "runs",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+        )
+        self.store = PartitionStore(self.table)
+        self.catalog = DefinitionCatalog(settings)
+        self.producer: AsyncProducer | None = None
+        self._crash_point = os.environ.get("HEADRACE_CRASH_POINT") or None
+        self._crash_probability = float(os.environ.get("HEADRACE_CRASH_PROBABILITY", "0") or 0)
+        self._ready: set[int] = set()
+        self.app.agent(self.commands, concurrency=1, name="orchestrate")(self._agent)
+        # faust's Signal.connect is typed for a keyword-only `signal` argument.
+        self.app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)  # type: ignore[arg-type]
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start_clients(self) -> None:
+        """Start the producer and read the definitions (idempotent)."""
+        if self.producer is None:
+            self.producer = AsyncProducer(self.settings, "headrace-orchestrator")
+            self.catalog.start(wait=60.0)
+
+    async def _on_partitions_revoked(self, sender: Any, revoked: Any = None, **_: Any) -> None:
+        for tp in revoked or ():
+            if tp.topic == self.topics.commands:
+                self._ready.discard(tp.partition)
+
+    # -- replay ----------------------------------------------------------------
+
+    async def _on_rebalance_complete(self, sender: Any = None, **_: Any) -> None:
+        """Fold ``events`` beyond the snapshots of every partition we now own.
+
+        faust awaits this signal after table recovery and before it resumes
+        the streams, so no command of a partition is processed before its replay.
+        """
+        assigned = sorted(
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topics.commands
+        )
+        for p in assigned:
+            if p in self._ready:
+                continue
+            started = time.monotonic()
+            folded = await self._replay(p)
+            self._ready.add(p)
+            metrics.REPLAYED.inc(folded)
+            seconds = time.monotonic() - started
+            log.info(
+                f"replayed events partition {p}: folded {folded} events in {seconds:.2f}s",
+                extra={"partition": p, "folded": folded, "seconds": seconds},
+            )
+
+    async def _replay(self, partition: int) -> int:
+        assert self.producer is not None
+        start = get_watermark(self.store, partition)
+        loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(
+            None,
+            lambda: list(
+                read_partition(self.settings.bootstrap, self.topics.events, partition, start)
+            ),
+        )
+        if not records:
+            return 0
+        states: dict[bytes, State] = {}
+        outgoing: list[Outgoing] = []
+        folded = 0
+        for rec in records:
+            if rec.value is None:
+                continue
+            try:
+                event = decode_event(rec.value)
+            except HeadraceError as exc:
+                log.error(
+                    "undecodable record in events log skipped during replay",
+                    extra={"partition": partition, "offset": rec.offset, "error": str(exc)},
+                )
+                continue
+            key = event.run_key.encode()
+            state = states.get(key)
+            if state is None:
+                state = states[key] = self._load(partition, key)
+            try:
+                if not fold(state, event):
+                    continue
+            except Gap as exc:
+                log.error(str(exc), extra={"partition": partition, "offset": rec.offset})
+                continue
+            folded += 1
+            outgoing.extend(messages_for(effects(event), self.routing))
+        await self.producer.send(outgoing)
+        puts = {k: s.to_bytes() for k, s in states.items()}
+        puts.update([watermark_item(records[-1].offset + 1)])
+        self.store.write(partition, puts)
+        return folded
+
+    # -- processing --------------------------------------------------------------
+
+    def _load(self, partition: int, key: bytes) -> State:
+        raw = self.store.get(partition, key)
+        if raw is None:
+            return State.empty()
+        return State.from_bytes(raw)
+
+    async def _agent(self, stream: Any) -> None:
+        async for batch in stream.take_events(self.batch_size, within=self.batch_within):
+            await self.process(batch)
+
+    async def process(self, batch: Iterable[Any]) -> None:
+        """Decide a batch of faust events (commands) and write everything they cause."""
+        assert self.producer is not None
+        started = time.perf_counter()
+        out = _Batch()
+        n = 0
+        for ev in batch:
+            n += 1
+            self._decide_one(ev.message, out)
+        if n == 0:
+            return
+        offsets = await self.producer.send(out.events)
+        self._maybe_crash("after-events")
+        await self.producer.send(out.effects)
+        self._maybe_crash("after-effects")
+        high: dict[int, int] = {}
+        for p, off in zip(out.event_partitions, offsets, strict=True):
+            if off + 1 > high.get(p, 0):
+                high[p] = off + 1
+        for p, states in out.states.items():
+            puts = {k: s.to_bytes() for k, s in states.items()}
+            if p in high:
+                puts.update([watermark_item(high[p])])
+            self.store.write(p, puts)
+        self._maybe_crash("after-snapshots")
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(n)
+        metrics.EVENTS.inc(len(out.events))
+
+    def _decide_one(self, msg: Any, out: _Batch) -> None:
+        partition: int = msg.partition
+        try:
+            command = decode_command(msg.value)
+        except HeadraceError as exc:
+            self._dead_letter(msg, exc, out)
+            return
+        key = command.run_key.encode()
+        states = out.states[partition]
+        state = states.get(key)
+        if state is None:
+            state = self._load(partition, key)
+        try:
+            definition = self._definition_for(state, command)
+            if definition is None:
+                # StartRun for an existing run, or a command for a run that never
+                # started: nothing to do (a redelivery, or a stray).
+                metrics.COMMANDS.labels("ignored").inc()
+                return
+            sealed = handle(state, command, definition)
+        except HeadraceError as exc:
+            self._dead_letter(msg, exc, out)
+            return
+        except Exception as exc:
+            log.exception("decider failed", extra={"run": command.run_key})
+            self._dead_letter(
+                msg,
+                HeadraceError(
+                    ErrorCode.INTERNAL,
+                    f"the decider raised {type(exc).__name__}: {exc} — "
+                    + traceback.format_exc(limit=3).replace("\n", " | "),
+                ),
+                out,
+            )
+            return  # `state` may be half-updated: it is not kept
+        states[key] = state
+        metrics.COMMANDS.labels("applied" if sealed else "no-op").inc()
+        if not sealed:
+            return
+        topic = self.topics.events
+        for event, raw in sealed:
+            out.events.append(Outgoing(topic, raw, key, partition, _event_headers(event)))
+            out.event_partitions.append(partition)
+            out.effects.extend(messages_for(effects(event), self.routing))
+
+    def _definition_for(self, state: State, command: Command) -> Definition | None:
+        if state.started:
+            deployed = self.catalog.get(state.wtype, state.wversion)
+            if deployed is None:
+                raise HeadraceError(
+                    ErrorCode.DEFINITION_NOT_FOUND,
+                    f"run {command.run_key} uses {state.wtype}@{state.wversion}, which is not "
+                    "in the definitions topic — was the topic truncated?",
+                )
+            return deployed.definition
+        if command.type is not CommandType.StartRun:
+            return None
+        wtype = command.payload.get("workflow")
+        version = command.payload.get("version")
+        if not isinstance(wtype, str):
+            raise HeadraceError(
+                ErrorCode.COMMAND_REJECTED,
+                f"StartRun for {command.run_key} names no workflow (payload.workflow)",
+            )
+        deployed = self.catalog.get(wtype, version)
+        if deployed is None:
+            raise HeadraceError(
+                ErrorCode.DEFINITION_NOT_FOUND,
+                f"StartRun for {command.run_key}: workflow {wtype}"
+                + (f"@{version}" if version else "")
+                + " is not deployed — `headrace deploy FILE` first",
+            )
+        return deployed.definition
+
+    def _dead_letter(self, msg: Any, exc: HeadraceError, out: _Batch) -> None:
+        metrics.COMMANDS.labels("dead-lettered").inc()
+        log.warning(
+            "command dead-lettered",
+            extra={
+                "code": exc.code.code,
+                "reason": exc.message,
+                "partition": msg.partition,
+                "offset": msg.offset,
+            },
+        )
+        headers = [
+            ("headrace-error-code", exc.code.code.encode()),
+            ("headrace-error", exc.message.encode()[:4000]),
+            ("headrace-source-topic", self.topics.commands.encode()),
+            ("headrace-source-partition", str(msg.partition).encode()),
+            ("headrace-source-offset", str(msg.offset).encode()),
+            ("headrace-service", b"orchestrator"),
+        ]
+        out.effects.append(Outgoing(self.topics.dlq, msg.value, msg.key, None, headers))
+
+    def _maybe_crash(self, point: str) -> None:
+        if self._crash_point != point or self._crash_probability <= 0:
+            return
+        import random
+
+        if random.random() < self._crash_probability:
+            log.warning("test crash hook: SIGKILL at %s", point)
+            logging.shutdown()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self) -> None:
+        from headrace.streams.runner import run_worker
+
+        self.start_clients()
+        try:
+            run_worker(self.app, self.settings, "orchestrator")
+        finally:
+            if self.producer is not None:
+                self.producer.close()
+            self.catalog.stop()
+
+
+def _event_headers(event: Event) -> list[tuple[str, bytes]]:
+    headers = [("headrace-event-type", event.type.value.encode())]
+    if event.traceparent:
+        headers.append(("traceparent", event.traceparent.encode()))
+    return headers
