@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(None, description="RocksDB data of this process")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_format: str = Field("json", description="json or text")
+    log_level_libraries: str = Field(
+        "WARNING", description="log level of faust, mode and aiokafka (chatty at INFO)"
+    )
     kafka_version: str = Field("4.1.1", description="Apache Kafka version `headrace dev` runs")
     kafka_port: int = Field(9092, description="first broker port of `headrace dev kafka`")
 

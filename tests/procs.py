@@ -35,6 +35,7 @@ class ServiceProcess:
             "HEADRACE_HOME": str(workdir / "home"),
             "HEADRACE_DATA_DIR": str(workdir / "data"),
             "HEADRACE_LOG_FORMAT": "text",
+            "HEADRACE_LOG_LEVEL_LIBRARIES": "INFO",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -26,13 +26,20 @@ def serve_orchestrator(
         int, typer.Option("--web-port", help="port of /metrics and /healthz (0: none)")
     ] = 6066,
     batch: Annotated[int, typer.Option(help="most commands decided per batch")] = 500,
+    batch_within: Annotated[
+        float, typer.Option(help="seconds a batch waits to fill (latency vs idle CPU)")
+    ] = 0.002,
 ) -> None:
     """The orchestrator: decides commands, appends events, keeps run state in RocksDB."""
     from headrace.settings import get_settings
     from headrace.streams.orchestrator import Orchestrator
 
     Orchestrator(
-        get_settings(), instance=instance, web_port=web_port or None, batch_size=batch
+        get_settings(),
+        instance=instance,
+        web_port=web_port or None,
+        batch_size=batch,
+        batch_within=batch_within,
     ).run()
 
 

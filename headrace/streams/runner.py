@@ -39,9 +39,8 @@ def logging_config(settings: Settings, service: str) -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": settings.log_level.upper()},
         "loggers": {
             # faust and aiokafka are chatty at INFO about every rebalance step
-            "faust": {"level": "WARNING"},
-            "aiokafka": {"level": "WARNING"},
-            "mode": {"level": "WARNING"},
+            name: {"level": settings.log_level_libraries.upper()}
+            for name in ("faust", "aiokafka", "mode")
         },
     }
 
