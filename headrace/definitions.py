@@ -10,7 +10,9 @@ tool)::
 ``type@version`` is immutable. :func:`deploy` refuses a different body under a
 deployed version, and re-deploying the same body is a no-op. Should two deploys
 race, every reader keeps the *first* record of a key in the log, so all workers
-agree on which body won.
+agree on which body won; the loser notices (it reads its own record back), is
+refused, and re-publishes the winner's record so that compaction — which keeps
+the *last* record of a key — keeps the winner too.
 
 :class:`DefinitionCatalog` reads the whole topic at start and follows it in a
 background thread; every service that needs definitions holds one.
@@ -28,12 +30,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
-
+from headrace.compacted import CompactedReader, Record
 from headrace.core.dsl.model import Definition
 from headrace.core.envelope import canonical_json
 from headrace.errors import ErrorCode, HeadraceError
-from headrace.kafka import make_consumer, make_producer, produce_sync
+from headrace.kafka import make_producer, produce_sync
 from headrace.settings import Settings
 
 log = logging.getLogger("headrace.definitions")
@@ -98,18 +99,15 @@ class DefinitionCatalog:
         self.topic = settings.topics.definitions
         self._by_key: dict[tuple[str, int], Deployed] = {}
         self._latest: dict[str, int] = {}
-        self._position = 0
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: Exception | None = None
+        self._lock = threading.Lock()
         self._listeners: list[Callable[[Deployed], None]] = []
+        self._reader = CompactedReader(settings, self.topic, self._apply, name="definitions")
 
     # -- lookups -----------------------------------------------------------
 
     def get(self, workflow_type: str, version: int | None = None) -> Deployed | None:
         """``type@version``, or the latest version of ``type`` when ``version`` is None."""
-        with self._cond:
+        with self._lock:
             if version is None:
                 version = self._latest.get(workflow_type)
                 if version is None:
@@ -117,14 +115,14 @@ class DefinitionCatalog:
             return self._by_key.get((workflow_type, version))
 
     def all(self) -> list[Deployed]:
-        with self._cond:
+        with self._lock:
             return sorted(
                 self._by_key.values(), key=lambda d: (d.definition.type, -d.definition.version)
             )
 
     def on_deployed(self, listener: Callable[[Deployed], None]) -> None:
         """Call ``listener`` for every definition read from now on (and those already read)."""
-        with self._cond:
+        with self._lock:
             self._listeners.append(listener)
             known = list(self._by_key.values())
         for d in known:
@@ -134,18 +132,11 @@ class DefinitionCatalog:
 
     def start(self, wait: float | None = 30.0) -> DefinitionCatalog:
         """Start following the topic; with ``wait``, return once caught up with its end."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="definitions", daemon=True)
-            self._thread.start()
-        if wait is not None:
-            self.wait_current(wait)
+        self._reader.start(wait)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        self._reader.stop()
 
     def __enter__(self) -> DefinitionCatalog:
         return self.start()
@@ -155,68 +146,14 @@ class DefinitionCatalog:
 
     def wait_current(self, timeout: float = 30.0) -> None:
         """Block until everything in the topic as of now has been read."""
-        consumer = make_consumer(self.settings, "headrace-definitions-probe")
-        try:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, 0), timeout=timeout, cached=False
-            )
-        except Exception as exc:
-            raise HeadraceError(
-                ErrorCode.KAFKA_UNAVAILABLE,
-                f"cannot read the end of {self.topic} at {self.settings.bootstrap}: {exc} — "
-                "is Kafka up and were the topics created (`headrace topics ensure`)?",
-            ) from exc
-        finally:
-            consumer.close()
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._position < high:
-                if self._error is not None:
-                    raise self._error
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise HeadraceError(
-                        ErrorCode.KAFKA_TIMEOUT,
-                        f"definitions not read up to offset {high} of {self.topic} "
-                        f"within {timeout:.0f} s (at {self._position})",
-                    )
-                self._cond.wait(min(left, 0.5))
+        self._reader.wait_current(timeout)
 
-    def _run(self) -> None:
-        consumer = make_consumer(
-            self.settings,
-            "headrace-definitions-reader",
-            enable_partition_eof=True,
-            fetch_wait_max_ms=50,
-        )
-        try:
-            consumer.assign([TopicPartition(self.topic, 0, 0)])
-            while not self._stop.is_set():
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        with self._cond:
-                            self._position = max(self._position, msg.offset() or 0)
-                            self._cond.notify_all()
-                        continue
-                    if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                        self._stop.wait(0.5)
-                        continue
-                    log.warning("definitions reader: %s", err)
-                    continue
-                self._apply(msg.value(), msg.offset() or 0, msg.key())
-        except Exception as exc:  # surfaced to waiters, never swallowed
-            log.exception("definitions reader stopped")
-            with self._cond:
-                self._error = exc
-                self._cond.notify_all()
-        finally:
-            consumer.close()
+    def wait_position(self, position: int, timeout: float = 30.0) -> None:
+        """Block until the records before offset ``position`` have been read."""
+        self._reader.wait_position(position, timeout)
 
-    def _apply(self, value: bytes | None, offset: int, key: bytes | None) -> None:
+    def _apply(self, rec: Record) -> None:
+        value, offset, key = rec.value, rec.offset, rec.key
         deployed: Deployed | None = None
         if value is not None:
             try:
@@ -229,8 +166,7 @@ class DefinitionCatalog:
                     exc,
                 )
         listeners: list[Callable[[Deployed], None]] = []
-        with self._cond:
-            self._position = offset + 1
+        with self._lock:
             if deployed is not None:
                 k = (deployed.definition.type, deployed.definition.version)
                 first = self._by_key.get(k)
@@ -247,7 +183,6 @@ class DefinitionCatalog:
                         offset,
                         first.offset,
                     )
-            self._cond.notify_all()
         if deployed is not None:
             for listener in listeners:
                 listener(deployed)
@@ -267,38 +202,91 @@ def deploy(
     by: str | None = None,
     now_ms: int | None = None,
     catalog: DefinitionCatalog | None = None,
+    timeout: float = 30.0,
 ) -> list[DeployOutcome]:
-    """Publish validated definitions; refuse changed bodies under a deployed version."""
+    """Publish validated definitions; refuse changed bodies under a deployed version.
+
+    Every item is checked before anything is published, so a refused deploy
+    publishes nothing (unless it loses a race with a concurrent deploy, which
+    is detected after the fact and refused just the same).
+    """
     own = catalog is None
-    cat = catalog or DefinitionCatalog(settings).start()
-    outcomes: list[DeployOutcome] = []
+    cat = catalog or DefinitionCatalog(settings).start(wait=timeout)
     try:
+        todo = list(items)
+        seen: dict[str, str] = {}
+        conflicts: list[str] = []
+        plan: list[tuple[Definition, str, str, bool]] = []
+        for definition, source in todo:
+            dig = digest_of(definition)
+            if seen.setdefault(definition.key, dig) != dig:
+                conflicts.append(
+                    f"{definition.key} is given twice with different bodies in this deploy"
+                )
+                continue
+            existing = cat.get(definition.type, definition.version)
+            if existing is not None and existing.digest != dig:
+                conflicts.append(_conflict(definition, existing, cat))
+                continue
+            plan.append((definition, source, dig, existing is None))
+        if conflicts:
+            raise HeadraceError(ErrorCode.DEFINITION_CONFLICT, "; ".join(conflicts))
         producer = make_producer(settings, "headrace-deploy")
         user = by or _user()
         at = now_ms if now_ms is not None else int(time.time() * 1000)
-        for definition, source in items:
-            dig = digest_of(definition)
-            existing = cat.get(definition.type, definition.version)
-            if existing is not None:
-                if existing.digest != dig:
-                    raise HeadraceError(
-                        ErrorCode.DEFINITION_CONFLICT,
-                        f"{definition.key} is already deployed with a different body "
-                        f"(by {existing.deployed_by or 'someone'}); a deployed version is "
-                        f"immutable — bump `version` (latest is "
-                        f"{cat.get(definition.type).definition.version})",  # type: ignore[union-attr]
-                    )
+        outcomes: list[DeployOutcome] = []
+        written: dict[str, tuple[Definition, str, int]] = {}
+        for definition, source, dig, new in plan:
+            if not new or definition.key in written:
                 outcomes.append(DeployOutcome(definition.key, "unchanged", dig))
                 continue
             record = Deployed(definition, dig, source, at, user)
-            produce_sync(
+            msg = produce_sync(
                 producer, settings.topics.definitions, record.to_record(), key=definition.key
             )
+            written[definition.key] = (definition, dig, msg.offset() or 0)
             outcomes.append(DeployOutcome(definition.key, "deployed", dig))
+        _check_races(settings, cat, producer, written, timeout)
         return outcomes
     finally:
         if own:
             cat.stop()
+
+
+def _conflict(definition: Definition, existing: Deployed, cat: DefinitionCatalog) -> str:
+    latest = cat.get(definition.type)
+    newest = latest.definition.version if latest is not None else definition.version
+    return (
+        f"{definition.key} is already deployed with a different body (by "
+        f"{existing.deployed_by or 'someone'}); a deployed version is immutable — bump "
+        f"`version` (latest is {newest})"
+    )
+
+
+def _check_races(
+    settings: Settings,
+    cat: DefinitionCatalog,
+    producer: Any,
+    written: dict[str, tuple[Definition, str, int]],
+    timeout: float,
+) -> None:
+    """Read our records back: a concurrent deploy of another body may have come first."""
+    if not written:
+        return
+    cat.wait_position(max(off for _, _, off in written.values()) + 1, timeout)
+    lost: list[str] = []
+    for key, (definition, dig, _) in written.items():
+        winner = cat.get(definition.type, definition.version)
+        if winner is None or winner.digest == dig:
+            continue
+        # Compaction keeps the last record of a key; make it the winner's again.
+        produce_sync(producer, settings.topics.definitions, winner.to_record(), key=key)
+        lost.append(
+            f"{key} was deployed concurrently with a different body (by "
+            f"{winner.deployed_by or 'someone'}), which came first and stands; bump `version`"
+        )
+    if lost:
+        raise HeadraceError(ErrorCode.DEFINITION_CONFLICT, "; ".join(lost))
 
 
 def _user() -> str:

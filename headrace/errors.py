@@ -29,6 +29,7 @@ class ErrorCode(Enum):
     UNKNOWN_SCHEMA = ("HR-WIRE-002", False, "a message names a schema fingerprint we lack")
     CHAIN_BROKEN = ("HR-WIRE-003", False, "a run's hash chain does not verify")
     BAD_CLOUDEVENT = ("HR-WIRE-004", False, "not a valid CloudEvent")
+    UNROUTABLE = ("HR-WIRE-006", False, "an ingress event matches no route and no trigger")
     # definitions and input
     DEFINITION_INVALID = ("HR-DEF-001", False, "a workflow definition is invalid")
     DEFINITION_NOT_FOUND = ("HR-DEF-002", False, "no such workflow type/version")

@@ -22,7 +22,15 @@ app = typer.Typer(
 
 # Each entry is (module under headrace.cli, how it attaches). A module exposes
 # either `app` (a Typer group, added under its name) or `register(app)`.
-COMMAND_MODULES: list[str] = ["dev", "topics", "lint", "simulate", "serve"]
+COMMAND_MODULES: list[str] = [
+    "dev",
+    "topics",
+    "lint",
+    "simulate",
+    "serve",
+    "deploy",
+    "runs",
+]
 
 
 def _attach() -> None:

@@ -57,5 +57,7 @@ class DevService:
         return self.process(settings.home).stop()
 
 
-SERVICES: tuple[DevService, ...] = ()
+SERVICES: tuple[DevService, ...] = (
+    DevService("router", "headrace", ("serve", "router")),
+)
 """What ``headrace dev up`` starts after Kafka and topics, in order (``dev down`` reverses it)."""
