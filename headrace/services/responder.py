@@ -93,9 +93,12 @@ class Responder:
         consumer.subscribe([self.settings.topics.task_requests])
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(500, 0.1)
-                if not msgs:
+                # consume(n, t) waits for n messages or t seconds: take the first
+                # message as soon as it comes, then whatever is already fetched.
+                first = consumer.poll(0.1)
+                if first is None:
                     continue
+                msgs = [first, *consumer.consume(499, 0)]
                 now = int(self.clock() * 1000)
                 for m in msgs:
                     value = m.value()

@@ -6,12 +6,12 @@ run's commands share a partition and the agent has concurrency 1):
 1. load each run's snapshot from the ``runs`` table (RocksDB, compacted changelog);
 2. decide the command and seal the new events onto the run's hash chain
    (:func:`headrace.core.engine.handle`);
-3. write the events to ``events`` (idempotent producer, ``acks=all``) and wait;
-4. write the effects — task requests, timers, signal waits, child commands —
-   and wait;
-5. write the snapshots, and the ``events`` offset they cover (the watermark),
+3. write the events to ``events`` and the effects — task requests, timers,
+   signal waits, child commands — to their topics (idempotent producer,
+   ``acks=all``), and wait for all of them;
+4. write the snapshots, and the ``events`` offset they cover (the watermark),
    in one RocksDB batch per partition plus their changelog records;
-6. let faust acknowledge the commands (their offsets are committed later).
+5. let faust acknowledge the commands (their offsets are committed later).
 
 A crash anywhere loses nothing: a command not yet acknowledged is delivered
 again, and deciding it again yields nothing once its events are in the run's
@@ -72,7 +72,7 @@ def watermark_item(offset: int) -> tuple[bytes, bytes]:
 # Test hook (DESIGN.md's crash tests): HEADRACE_CRASH_POINT=after-events makes the
 # worker SIGKILL itself, with probability HEADRACE_CRASH_PROBABILITY, after a
 # batch's events are acknowledged and before its snapshots are written.
-CRASH_POINTS = ("after-events", "after-effects", "after-snapshots")
+CRASH_POINTS = ("after-events", "after-snapshots")
 
 
 @dataclass(slots=True)
@@ -234,13 +234,16 @@ class Orchestrator:
             self._decide_one(ev.message, out)
         if n == 0:
             return
-        offsets = await self.producer.send(out.events)
+        # Events and effects go out together and are awaited together: one round
+        # trip per batch. An effect may thus reach its service before its event is
+        # durable; if the event write then fails, the command is decided again from
+        # the same snapshot and yields the same events and effect ids (decide is
+        # deterministic), which the services dedupe.
+        offsets = await self.producer.send([*out.events, *out.effects])
         if out.events:
             self._maybe_crash("after-events")
-        await self.producer.send(out.effects)
-        self._maybe_crash("after-effects")
         high: dict[int, int] = {}
-        for p, off in zip(out.event_partitions, offsets, strict=True):
+        for p, off in zip(out.event_partitions, offsets[: len(out.events)], strict=True):
             if off + 1 > high.get(p, 0):
                 high[p] = off + 1
         for p, states in out.states.items():
