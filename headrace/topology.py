@@ -19,7 +19,9 @@ Why the topics are split the way they are:
   the tenant partitioner picks the partition), so one worker owns all of a run's
   traffic on one partition number.
 * ``definitions`` is compacted on ``type@version`` and read whole by every
-  worker (a global table).
+  worker (a global table); ``calendars`` and ``schedules`` likewise, on name,
+  read whole by the timer service; ``control`` (drains) likewise, read whole by
+  the ingress router and the orchestrator.
 * ``tasks.<queue>`` topics are created on demand by the task service, keyed by
   task id; workers in any language consume them.
 """
@@ -76,7 +78,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "ingress",
         Key.ANY,
         Partitioning.KEY_HASH,
-        ("users (CloudEvents, binary or structured mode)",),
+        ("users (CloudEvents, binary or structured mode)", "timer service (schedules)"),
         ("ingress router",),
         "CloudEvents from the outside world: starts, signals, trigger events.",
     ),
@@ -115,6 +117,40 @@ TOPICS: tuple[TopicSpec, ...] = (
         ("orchestrator", "tasks"),
         ("timer service",),
         "Arm / cancel / reset requests for durable timers.",
+    ),
+    TopicSpec(
+        "calendars",
+        Key.NAME,
+        Partitioning.KEY_HASH,
+        ("cli calendar", "api"),
+        ("timer service",),
+        "Business calendars (time zone, working hours, holidays), one record per name.",
+        compacted=True,
+        run_partitioned=False,
+        partitions=1,
+    ),
+    TopicSpec(
+        "schedules",
+        Key.NAME,
+        Partitioning.KEY_HASH,
+        ("cli schedule", "api"),
+        ("timer service",),
+        "Cron schedules that start runs, one record per name.",
+        compacted=True,
+        run_partitioned=False,
+        partitions=1,
+    ),
+    TopicSpec(
+        "control",
+        Key.NAME,
+        Partitioning.KEY_HASH,
+        ("cli drain/undrain", "api"),
+        ("ingress router", "orchestrator", "cli drain status"),
+        "Operator switches, one record per key: `drain/type/<type>`, `drain/tenant/<tenant>`; "
+        "a tombstone lifts it.",
+        compacted=True,
+        run_partitioned=False,
+        partitions=1,
     ),
     TopicSpec(
         "task-requests",
@@ -173,6 +209,25 @@ def task_dlq_topic(queue: str, prefix: str = "headrace.") -> str:
     return f"{prefix}tasks.{queue}.dlq"
 
 
+DEFAULT_PRIORITY = 5
+PRIORITY_BANDS = (9, 8, 7, 6)
+"""Priorities with a dispatch topic of their own, ``tasks.<queue>.p<band>``, highest
+first; every priority up to :data:`DEFAULT_PRIORITY` shares ``tasks.<queue>``.
+Workers drain the bands in this order, then the base topic (docs/tasks.md)."""
+
+
+def task_band_topic(queue: str, priority: int, prefix: str = "headrace.") -> str:
+    """The dispatch topic of a task of ``queue`` with ``priority`` (0 lowest .. 9 highest)."""
+    base = task_topic(queue, prefix)
+    return f"{base}.p{priority}" if priority in PRIORITY_BANDS else base
+
+
+def task_topics(queue: str, prefix: str = "headrace.") -> list[str]:
+    """Every dispatch topic of ``queue``, in the order workers drain them (highest first)."""
+    base = task_topic(queue, prefix)
+    return [f"{base}.p{band}" for band in PRIORITY_BANDS] + [base]
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """Topic names resolved for one prefix; services hold one of these."""
@@ -200,6 +255,18 @@ class Topics:
         return topic("timers", self.prefix)
 
     @property
+    def calendars(self) -> str:
+        return topic("calendars", self.prefix)
+
+    @property
+    def schedules(self) -> str:
+        return topic("schedules", self.prefix)
+
+    @property
+    def control(self) -> str:
+        return topic("control", self.prefix)
+
+    @property
     def task_requests(self) -> str:
         return topic("task-requests", self.prefix)
 
@@ -220,6 +287,12 @@ class Topics:
 
     def tasks_dlq(self, queue: str) -> str:
         return task_dlq_topic(queue, self.prefix)
+
+    def tasks_band(self, queue: str, priority: int) -> str:
+        return task_band_topic(queue, priority, self.prefix)
+
+    def task_bands(self, queue: str) -> list[str]:
+        return task_topics(queue, self.prefix)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,8 @@ COMMAND_MODULES: list[str] = [
     "serve",
     "deploy",
     "runs",
+    "schedule",
+    "calendar",
 ]
 
 

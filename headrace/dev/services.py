@@ -58,6 +58,8 @@ class DevService:
 
 
 SERVICES: tuple[DevService, ...] = (
+    DevService("orchestrator", "headrace", ("serve", "orchestrator")),
     DevService("router", "headrace", ("serve", "router")),
+    DevService("timers", "headrace", ("serve", "timers")),
 )
 """What ``headrace dev up`` starts after Kafka and topics, in order (``dev down`` reverses it)."""

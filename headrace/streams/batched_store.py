@@ -1,0 +1,98 @@
+"""A :class:`PartitionStore` whose changelog goes out through librdkafka in awaited batches.
+
+faust sends changelog records through its aiokafka producer, one future and
+callback per record; measured in the timer service, that capped arming at
+about 2,000 timers a second ("producer buffer full"). This store keeps the
+local RocksDB write of :class:`PartitionStore` but queues the changelog
+records, and :meth:`flush` produces them with the service's
+:class:`~headrace.streams.producer.AsyncProducer` (idempotent, ``acks=all``)
+and awaits them. A service flushes before it lets faust acknowledge a batch,
+so an offset is never committed past state that is only on local disk.
+
+After the acknowledgement the store records each partition's last changelog
+offset in the partition's database, as faust's own ``_on_changelog_sent``
+does (``Store.set_persisted_offset``), so recovery on restart reads only the
+changelog records written after it. All writes to the table must go through
+here, so its changelog has a single producer and keeps per-partition order.
+Used by the timer service (its wheel) and the task service (task lifecycles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from faust.types import TP
+from rocksdict import WriteBatch
+
+from headrace.core.outbox import Outgoing
+from headrace.streams.partition_store import PartitionStore
+from headrace.streams.producer import AsyncProducer
+
+
+class BatchedChangelogStore(PartitionStore):
+    """A :class:`PartitionStore` whose changelog goes out in awaited batches."""
+
+    def __init__(self, table: object) -> None:
+        super().__init__(table)
+        self.pending: list[Outgoing] = []
+        self._sending: set[asyncio.Future[None]] = set()
+        self._persisted: dict[int, int] = {}
+
+    @property
+    def changelog_topic(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
+
+    def write(
+        self,
+        partition: int,
+        puts: Mapping[bytes, bytes] | None = None,
+        deletes: list[bytes] | tuple[bytes, ...] = (),
+    ) -> None:
+        """Apply ``puts`` and ``deletes`` atomically to RocksDB; queue their changelog records."""
+        if not puts and not deletes:
+            return
+        batch = WriteBatch(raw_mode=True)
+        for key in deletes:
+            batch.delete(key)
+        for key, value in (puts or {}).items():
+            batch.put(key, value)
+        self.db(partition).write(batch)
+        topic = self.changelog_topic
+        self.pending.extend(Outgoing(topic, None, key, partition) for key in deletes)
+        self.pending.extend(
+            Outgoing(topic, value, key, partition) for key, value in (puts or {}).items()
+        )
+
+    async def flush(self, producer: AsyncProducer, also: list[Outgoing] | None = None) -> None:
+        """Produce the queued changelog records (and ``also``); return once they, and every
+        record queued before this call (some may be in flight for another caller), are acked."""
+        records, self.pending = self.pending, []
+        messages = records + (also or [])
+        if messages:
+            task = asyncio.ensure_future(self._send(producer, records, messages))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        waiting = list(self._sending)
+        if waiting:
+            await asyncio.gather(*waiting)
+
+    async def _send(
+        self, producer: AsyncProducer, records: list[Outgoing], messages: list[Outgoing]
+    ) -> None:
+        try:
+            offsets = await producer.send(messages)
+        except BaseException:
+            self.pending[:0] = records  # sent again by the next flush
+            raise
+        last: dict[int, int] = {}
+        for m, off in zip(records, offsets, strict=False):
+            assert m.partition is not None
+            if off > last.get(m.partition, -1):
+                last[m.partition] = off
+        topic = self.changelog_topic
+        for p, off in last.items():
+            # Batches can be acked out of order; the persisted offset never goes back.
+            if off > self._persisted.get(p, -1):
+                self._persisted[p] = off
+                self.table.data.set_persisted_offset(TP(topic, p), off)

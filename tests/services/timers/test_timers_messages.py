@@ -1,0 +1,91 @@
+"""Validation of `timers` messages at the service's boundary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from headrace.core.calendar import parse_calendar
+from headrace.core.decider.effects import ArmTimer, CancelTimer
+from headrace.core.outbox import messages_for
+from headrace.services.timers.messages import due_of, parse_op
+from headrace.topology import Routing, Topics
+
+ROUTING = Routing(Topics("x."), 6)
+
+
+def test_outbox_messages_parse() -> None:
+    arm, cancel = messages_for(
+        [
+            ArmTimer("r:3", "acme", "r", "wait", 1000, None),
+            CancelTimer("r:3", "acme", "r"),
+        ],
+        ROUTING,
+    )
+    op = parse_op(arm.value)
+    assert (op.op, op.timer_id, op.run_key, op.due) == ("arm", "r:3", "acme/r", 1000)
+    assert op.command is not None and op.command.payload == {"timer_id": "r:3"}
+    assert parse_op(cancel.value).op == "cancel"
+
+
+def test_business_time_resolves_in_the_calendar_or_as_elapsed_time() -> None:
+    [arm] = messages_for(
+        [
+            ArmTimer(
+                "r:4",
+                "acme",
+                "r",
+                "wait",
+                None,
+                {"calendar": "c", "duration_ms": 3_600_000, "from": 1_780_300_800_000},
+            )
+        ],
+        ROUTING,
+    )
+    op = parse_op(arm.value)
+    cal = parse_calendar({"name": "c", "timezone": "UTC", "hours": {"*": "09:00-10:00"}})
+    # 2026-06-01T08:00Z: one business hour is 09:00-10:00 that day
+    assert due_of(op, cal) == 1_780_300_800_000 + 2 * 3_600_000
+    assert due_of(op, None) == 1_780_300_800_000 + 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"op": "explode"}, "expected one of"),
+        ({"op": "arm", "timer_id": "t", "tenant": "a", "run_id": "r"}, "`command`"),
+        ({"op": "cancel", "timer_id": "", "tenant": "a", "run_id": "r"}, "timer_id"),
+        ({"op": "freeze", "timer_id": "t", "tenant": "a", "run_id": "r"}, "`at`"),
+        (
+            {"op": "freeze", "timer_id": "t", "tenant": "a", "run_id": "r", "at": 1, "policy": "x"},
+            "policy",
+        ),
+        (
+            {
+                "op": "arm",
+                "timer_id": "t",
+                "tenant": "a",
+                "run_id": "r",
+                "command": {
+                    "command_id": "c",
+                    "tenant": "a",
+                    "run_id": "r",
+                    "type": "FireTimer",
+                    "time": 0,
+                },
+            },
+            "needs `due`",
+        ),
+    ],
+)
+def test_bad_messages_say_what_is_wrong(doc: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        parse_op(json.dumps(doc).encode())
+
+
+def test_non_json_is_refused() -> None:
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_op(b"\x00\x01")
+    with pytest.raises(ValueError, match="tombstone"):
+        parse_op(None)
