@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 from kafka_baseline import create_topics, delete_topics, producer  # noqa: E402
 
 from headrace.core.decider.effects import ArmTimer  # noqa: E402
-from headrace.core.outbox import Outgoing, messages_for  # noqa: E402
+from headrace.core.outbox import Outgoing, batch_timer_ops, messages_for  # noqa: E402
 from headrace.dev import free_port_block  # noqa: E402
 from headrace.settings import Settings  # noqa: E402
 from headrace.topic_admin import ensure_topics  # noqa: E402
@@ -63,6 +63,21 @@ def arm_message(settings: Settings, phase: str, i: int, due: int) -> Outgoing:
     return messages_for(
         [ArmTimer(f"{run}:1", f"t{i % TENANTS}", run, "wait", due, None)], settings.routing
     )[0]
+
+
+BATCH = 100  # arm operations per Kafka message, as the orchestrator groups them (--batch)
+
+
+def arms(settings: Settings, phase: str, n: int, due: Callable[[int], int]) -> Iterable[Outgoing]:
+    """n arm operations, grouped per partition into messages of up to BATCH operations."""
+    chunk: list[Outgoing] = []
+    for i in range(n):
+        chunk.append(arm_message(settings, phase, i, due(i)))
+        if len(chunk) >= BATCH * settings.partitions:
+            yield from batch_timer_ops(chunk, settings.routing) if BATCH > 1 else chunk
+            chunk = []
+    if chunk:
+        yield from batch_timer_ops(chunk, settings.routing) if BATCH > 1 else chunk
 
 
 def produce_all(p: Producer, messages: Iterable[Outgoing]) -> int:
@@ -259,7 +274,7 @@ def spread_phase(
     p = producer(settings.bootstrap)
     print(f"\nspread: {n:,} timers due over {spread} s from {lead} s after now", flush=True)
     t0 = time.perf_counter()
-    produce_all(p, (arm_message(settings, "a", i, start + int(i * step)) for i in range(n)))
+    produce_all(p, arms(settings, "a", n, lambda i: start + int(i * step)))
     produced = time.perf_counter() - t0
     armed_at = svc.wait("headrace_timers_armed_total", n, max(600, n / 500))
     armed_ms = now_ms()
@@ -296,7 +311,7 @@ def storm_phase(settings: Settings, svc: Service, tap: Tap, n: int, arm_rate: fl
     p = producer(settings.bootstrap)
     print(f"\nstorm: {n:,} timers due within one second, {lead:.0f} s from now", flush=True)
     armed_before = svc.metric("headrace_timers_armed_total")
-    produce_all(p, (arm_message(settings, "s", i, at + (i % 1000)) for i in range(n)))
+    produce_all(p, arms(settings, "s", n, lambda i: at + (i % 1000)))
     svc.wait("headrace_timers_armed_total", armed_before + n, max(600, n / 500))
     if now_ms() > at:
         print(f"  note: arming finished {(now_ms() - at) / 1000:.1f} s after the storm was due")
@@ -315,6 +330,7 @@ def storm_phase(settings: Settings, svc: Service, tap: Tap, n: int, arm_rate: fl
 
 
 def main() -> None:
+    global BATCH
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--timers", type=int, default=1_000_000, help="timers in the spread phase")
     ap.add_argument("--storm", type=int, default=100_000, help="timers in the storm phase")
@@ -323,7 +339,15 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--baseline", type=int, default=100_000, help="messages for the baseline")
     ap.add_argument("--keep", action="store_true", help="keep topics and data for inspection")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        help="arm operations per Kafka message (the orchestrator groups a batch's timer "
+        "operations per partition); 1 sends one message per timer",
+    )
     args = ap.parse_args()
+    BATCH = max(1, args.batch)
     bootstrap = os.environ.get("HEADRACE_BOOTSTRAP", "127.0.0.1:9092")
     prefix = f"bench-timers-{uuid.uuid4().hex[:6]}."
     settings = Settings(bootstrap=bootstrap, topic_prefix=prefix, partitions=args.partitions)
@@ -331,7 +355,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="hr-bench-timers-"))
     print(
         f"timer service benchmark: broker {bootstrap}, {args.partitions} partitions, "
-        f"{os.cpu_count()} CPUs",
+        f"{os.cpu_count()} CPUs, {BATCH} arm operations per message",
         flush=True,
     )
     rate = baseline(settings, prefix, args.baseline)

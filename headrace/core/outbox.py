@@ -200,3 +200,29 @@ def messages_for(effects: Iterable[Effect], routing: Routing) -> list[Outgoing]:
 
 def _run(e: Effect) -> tuple[str, str]:
     return e.tenant, e.run_id
+
+
+def batch_timer_ops(messages: list[Outgoing], routing: Routing) -> list[Outgoing]:
+    """Fold the ``timers`` messages of one partition into one ``batch`` message each.
+
+    Order is kept within a partition (an arm stays before its cancel). faust
+    hands the timer service one Kafka message at a time at a fixed cost, so a
+    batch of decisions arming many timers becomes a few messages instead of
+    many (docs/timers.md, "batch").
+    """
+    topic = routing.topics.timers
+    groups: dict[int | None, list[Outgoing]] = {}
+    rest: list[Outgoing] = []
+    for m in messages:
+        if m.topic == topic:
+            groups.setdefault(m.partition, []).append(m)
+        else:
+            rest.append(m)
+    for partition, group in groups.items():
+        if len(group) == 1:
+            rest.append(group[0])
+            continue
+        ops = ",".join((m.value or b"").decode() for m in group)
+        value = f'{{"op":"batch","ops":[{ops}]}}'.encode()
+        rest.append(Outgoing(topic, value, group[0].key, partition, _headers("batch")))
+    return rest

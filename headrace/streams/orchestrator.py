@@ -43,12 +43,13 @@ from headrace.core.decider import State, effects
 from headrace.core.dsl.model import Definition
 from headrace.core.engine import Gap, fold, handle
 from headrace.core.envelope import Command, CommandType, Event
-from headrace.core.outbox import Outgoing, messages_for
+from headrace.core.outbox import Outgoing, batch_timer_ops, messages_for
 from headrace.definitions import DefinitionCatalog
 from headrace.errors import ErrorCode, HeadraceError
 from headrace.settings import Settings
 from headrace.streams import orchestrator_metrics as metrics
 from headrace.streams.app import make_app
+from headrace.streams.batches import run_batches
 from headrace.streams.partition_reader import read_partition
 from headrace.streams.partition_store import PartitionStore
 from headrace.streams.producer import AsyncProducer
@@ -220,8 +221,9 @@ class Orchestrator:
         return State.from_bytes(raw)
 
     async def _agent(self, stream: Any) -> None:
-        async for batch in stream.take_events(self.batch_size, within=self.batch_within):
-            await self.process(batch)
+        await run_batches(
+            stream, self.process, size=self.batch_size, within=self.batch_within, what="commands"
+        )
 
     async def process(self, batch: Iterable[Any]) -> None:
         """Decide a batch of faust events (commands) and write everything they cause."""
@@ -239,7 +241,8 @@ class Orchestrator:
         # durable; if the event write then fails, the command is decided again from
         # the same snapshot and yields the same events and effect ids (decide is
         # deterministic), which the services dedupe.
-        offsets = await self.producer.send([*out.events, *out.effects])
+        effects = batch_timer_ops(out.effects, self.routing)
+        offsets = await self.producer.send([*out.events, *effects])
         if out.events:
             self._maybe_crash("after-events")
         high: dict[int, int] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import deploy_yaml, sequential, start_runs
+from platform_kit import deploy_yaml, sequential, start_runs
 from procs import ServiceProcess
 from support import wait_for
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import sequential
 from ingress_kit import deploy_yaml, produce_raw
+from platform_kit import sequential
 from procs import ServiceProcess
 from support import wait_for
 from typer.testing import CliRunner

@@ -20,6 +20,12 @@ timer and its run: ``{"op", "timer_id", "tenant", "run_id", ...}``.
 
 ``seq`` is the run event that asked for the operation; a timer applies an
 operation only if its ``seq`` is newer than the last one applied (replays).
+
+A message may also carry several operations of one partition, in order:
+``{"op": "batch", "ops": [<op>, <op>, ...]}``. The orchestrator groups the
+timer operations of each batch of decisions this way (one Kafka message per
+partition instead of one per timer): faust hands the service one message at a
+time at a fixed cost, so batching is what lets arming keep up with a storm.
 """
 
 from __future__ import annotations
@@ -73,8 +79,8 @@ def _str(doc: dict[str, Any], name: str) -> str:
     return v
 
 
-def parse_op(value: bytes | None) -> TimerOp:
-    """Validate one ``timers`` message; ``ValueError`` says what is wrong with it."""
+def parse_ops(value: bytes | None) -> list[TimerOp]:
+    """Validate one ``timers`` message (one op or a batch); ``ValueError`` says what is wrong."""
     if value is None:
         raise ValueError("empty message (a tombstone?) — `timers` carries operations only")
     try:
@@ -83,6 +89,31 @@ def parse_op(value: bytes | None) -> TimerOp:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ValueError("a timers message must be a JSON object")
+    if doc.get("op") != "batch":
+        return [_parse_doc(doc)]
+    ops = doc.get("ops")
+    if not isinstance(ops, list) or not ops:
+        raise ValueError("a batch needs `ops`: a non-empty list of operations")
+    out = []
+    for i, item in enumerate(ops):
+        if not isinstance(item, dict):
+            raise ValueError(f"ops[{i}] must be a JSON object")
+        try:
+            out.append(_parse_doc(item))
+        except ValueError as exc:
+            raise ValueError(f"ops[{i}]: {exc}") from None
+    return out
+
+
+def parse_op(value: bytes | None) -> TimerOp:
+    """Validate a ``timers`` message holding exactly one operation."""
+    ops = parse_ops(value)
+    if len(ops) != 1:
+        raise ValueError(f"expected one operation, got a batch of {len(ops)}")
+    return ops[0]
+
+
+def _parse_doc(doc: dict[str, Any]) -> TimerOp:
     op = doc.get("op")
     if op not in OPS:
         raise ValueError(f"`op` is {op!r}; expected one of {', '.join(OPS)}")

@@ -38,13 +38,14 @@ from headrace.services.timers import metrics
 from headrace.services.timers.calendars import CalendarBook
 from headrace.services.timers.config import TimerSettings
 from headrace.services.timers.firing import Firer
-from headrace.services.timers.messages import TimerOp, due_of, parse_op
+from headrace.services.timers.messages import TimerOp, due_of, parse_ops
 from headrace.services.timers.scheduler import Scheduler
 from headrace.services.timers.schedules import ScheduleBook
 from headrace.services.timers.store import WheelStore
 from headrace.services.timers.wheel import Frozen, TimerRecord, Wheel, WheelBatch
 from headrace.settings import Settings
 from headrace.streams.app import make_app
+from headrace.streams.batches import run_batches
 from headrace.streams.producer import AsyncProducer
 
 log = logging.getLogger("headrace.timers")
@@ -147,8 +148,13 @@ class TimerService:
     # -- arming ------------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
-        async for batch in stream.take_events(self.config.arm_batch, within=self.config.arm_within):
-            await self.process(batch)
+        await run_batches(
+            stream,
+            self.process,
+            size=self.config.arm_batch,
+            within=self.config.arm_within,
+            what="timer operations",
+        )
 
     async def process(self, events: Iterable[Any]) -> None:
         """Apply a batch of ``timers`` messages; dead-letter the unreadable ones."""
@@ -158,11 +164,12 @@ class TimerService:
             msg = ev.message
             p: int = msg.partition
             try:
-                op = parse_op(msg.value)
+                ops = parse_ops(msg.value)
                 wb = batches.get(p)
                 if wb is None:
                     wb = batches[p] = self.wheel.batch(p)
-                self._apply(wb, op)
+                for op in ops:
+                    self._apply(wb, op)
             except (ValueError, KeyError, TypeError) as exc:
                 dead.append(self._dead_letter(msg, ErrorCode.DECODE_FAILED, str(exc)))
         for p, wb in batches.items():

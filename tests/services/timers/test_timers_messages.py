@@ -89,3 +89,31 @@ def test_non_json_is_refused() -> None:
         parse_op(b"\x00\x01")
     with pytest.raises(ValueError, match="tombstone"):
         parse_op(None)
+
+
+def test_a_batch_message_carries_several_operations_in_order() -> None:
+    import json as _json
+
+    from headrace.core.decider.effects import ArmTimer, CancelTimer
+    from headrace.core.outbox import batch_timer_ops, messages_for
+    from headrace.services.timers.messages import parse_ops
+    from headrace.settings import Settings
+
+    routing = Settings(partitions=1).routing
+    effects = [
+        ArmTimer("r1:1", "t", "r1", "wait", 1000, None),
+        ArmTimer("r2:1", "t", "r2", "wait", 2000, None),
+        CancelTimer("r1:1", "t", "r1"),
+    ]
+    (msg,) = batch_timer_ops(messages_for(effects, routing), routing)
+    assert _json.loads(msg.value)["op"] == "batch"
+    ops = parse_ops(msg.value)
+    assert [(o.op, o.timer_id) for o in ops] == [
+        ("arm", "r1:1"),
+        ("arm", "r2:1"),
+        ("cancel", "r1:1"),
+    ]
+    with pytest.raises(ValueError, match=r"ops\[1\]"):
+        parse_ops(
+            b'{"op":"batch","ops":[{"op":"cancel","timer_id":"a","tenant":"t","run_id":"r"},{"op":"nope"}]}'
+        )
