@@ -49,7 +49,8 @@ from headrace.errors import ErrorCode, HeadraceError
 from headrace.settings import Settings
 from headrace.streams import orchestrator_metrics as metrics
 from headrace.streams.app import make_app
-from headrace.streams.batches import run_batches
+from headrace.streams.batched_store import BatchedChangelogStore
+from headrace.streams.batches import fail_stop, run_batches
 from headrace.streams.partition_reader import read_partition
 from headrace.streams.partition_store import PartitionStore
 from headrace.streams.producer import AsyncProducer
@@ -118,7 +119,7 @@ class Orchestrator:
             value_type=bytes,
             partitions=settings.partitions,
         )
-        self.store = PartitionStore(self.table)
+        self.store = BatchedChangelogStore(self.table)
         self.catalog = DefinitionCatalog(settings)
         self.producer: AsyncProducer | None = None
         self._crash_point = os.environ.get("HEADRACE_CRASH_POINT") or None
@@ -210,6 +211,7 @@ class Orchestrator:
         puts = {k: s.to_bytes() for k, s in states.items()}
         puts.update([watermark_item(records[-1].offset + 1)])
         self.store.write(partition, puts)
+        await self.store.flush(self.producer)
         return folded
 
     # -- processing --------------------------------------------------------------
@@ -254,6 +256,11 @@ class Orchestrator:
             if p in high:
                 puts.update([watermark_item(high[p])])
             self.store.write(p, puts)
+        # The snapshots' changelog records go out in the background: the commands
+        # may be acknowledged before Kafka has them, since a changelog that lags
+        # only means a longer replay of `events` on the next owner (the watermark
+        # record follows its snapshots in the same partition).
+        self._flush_changelog()
         self._maybe_crash("after-snapshots")
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(n)
@@ -354,6 +361,11 @@ class Orchestrator:
         ]
         out.effects.append(Outgoing(self.topics.dlq, msg.value, msg.key, None, headers))
 
+    def _flush_changelog(self) -> None:
+        assert self.producer is not None
+        task = asyncio.ensure_future(self.store.flush(self.producer))
+        task.add_done_callback(_changelog_flushed)
+
     def _maybe_crash(self, point: str) -> None:
         if self._crash_point != point or self._crash_probability <= 0:
             return
@@ -376,6 +388,11 @@ class Orchestrator:
             if self.producer is not None:
                 self.producer.close()
             self.catalog.stop()
+
+
+def _changelog_flushed(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        fail_stop("writing the runs changelog", task.exception())
 
 
 def _event_headers(event: Event) -> list[tuple[str, bytes]]:
