@@ -33,7 +33,11 @@ def seal(
     out: list[tuple[Event, bytes]] = []
     prev = prev_hash
     for i, event in enumerate(events):
-        if i and (event.seq != events[i - 1].seq + 1 or event.run_key != events[0].run_key):
+        if i and (
+            event.seq != events[i - 1].seq + 1
+            or event.run_id != events[0].run_id
+            or event.tenant != events[0].tenant
+        ):
             raise HeadraceError(
                 ErrorCode.INTERNAL,
                 f"cannot seal {event.run_key}#{event.seq} after "
@@ -42,7 +46,11 @@ def seal(
         record = event_to_record(event)
         record["prev_hash"] = prev
         record["hash"] = ZERO_HASH
-        raw = codec.encode_record(schema, record, f"event {event.run_key}#{event.seq}")
+        try:
+            raw = codec.encode_record(schema, record)
+        except HeadraceError as exc:  # named here, not up front: the name costs on every event
+            what = f"event {event.run_key}#{event.seq}"
+            raise HeadraceError(exc.code, f"{what}: {exc.message}") from exc
         end = len(raw) - HASH_LEN
         h = hashlib.sha256(prev)
         h.update(memoryview(raw)[HEADER_LEN:end])

@@ -6,19 +6,23 @@ A message is ``C3 01`` + the writer schema's 8-byte CRC-64-AVRO fingerprint
 message written with an older schema version is resolved into the current one
 by its fingerprint. Payloads travel as canonical JSON strings.
 
-The codec is on the orchestrator's hot path: schemas are parsed once and
-records go through fastavro's compiled schemaless writer/reader.
+The codec is on the orchestrator's hot path: schemas are parsed once, records
+are written by closures compiled from the schema (:mod:`.avro_writer`, twice
+as fast as fastavro's writer on these flat records) and read by fastavro's
+schemaless reader.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from headrace.core.avro_writer import Writer, compile_writer
 from headrace.core.envelope import Command, CommandType, Event, EventType, canonical_json
 from headrace.core.schemas import COMMAND, EVENT, Schema, SchemaSet, default_schemas
 from headrace.errors import ErrorCode, HeadraceError
@@ -34,6 +38,8 @@ _COMMAND_TYPES = {m.value: m for m in CommandType}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+# Compiled writers by schema (None: fastavro writes it); schemas are few and live forever.
+_WRITERS: dict[Schema, Writer | None] = {}
 
 
 def event_to_record(event: Event) -> dict[str, Any]:
@@ -58,13 +64,13 @@ def event_to_record(event: Event) -> dict[str, Any]:
         "workflow_type": event.workflow_type,
         "workflow_version": event.workflow_version,
         "seq": event.seq,
-        "type": event.type.value,
+        "type": event.type._value_,  # not .value: a Python-level property, on the hot path
         "time": event.time,
         "causation_id": event.causation_id,
         "correlation_id": event.correlation_id,
         "idempotency_key": event.idempotency_key,
         "traceparent": event.traceparent,
-        "payload": _payload_text(event.payload, f"event {event.run_key}#{event.seq}"),
+        "payload": _payload_text(event.payload, lambda: f"event {event.run_key}#{event.seq}"),
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
@@ -97,12 +103,12 @@ def command_to_record(command: Command) -> dict[str, Any]:
         "command_id": command.command_id,
         "tenant": command.tenant,
         "run_id": command.run_id,
-        "type": command.type.value,
+        "type": command.type._value_,
         "time": command.time,
         "causation_id": command.causation_id,
         "correlation_id": command.correlation_id,
         "traceparent": command.traceparent,
-        "payload": _payload_text(command.payload, f"command {command.command_id}"),
+        "payload": _payload_text(command.payload, lambda: f"command {command.command_id}"),
     }
 
 
@@ -121,13 +127,14 @@ def command_from_record(record: dict[str, Any]) -> Command:
     )
 
 
-def _payload_text(payload: Any, what: str) -> str:
+def _payload_text(payload: Any, what: Callable[[], str]) -> str:
+    """``payload`` as canonical JSON; ``what`` names the message, only when it fails."""
     try:
         return canonical_json(payload)
     except (TypeError, ValueError) as exc:
         raise HeadraceError(
             ErrorCode.ENCODE_FAILED,
-            f"{what}: payload is not plain JSON ({exc}) — use dicts, lists, str, int, "
+            f"{what()}: payload is not plain JSON ({exc}) — use dicts, lists, str, int, "
             "finite floats, bool and None",
         ) from exc
 
@@ -184,10 +191,16 @@ class Codec:
     @staticmethod
     def encode_record(schema: Schema, record: dict[str, Any], what: str = "record") -> bytes:
         """Frame ``record`` written with ``schema``: magic, fingerprint, Avro body."""
-        out = BytesIO()
-        out.write(MAGIC)
-        out.write(schema.fingerprint)
         try:
+            write = _WRITERS[schema]
+        except KeyError:
+            write = _WRITERS[schema] = compile_writer(schema.parsed)
+        try:
+            if write is not None:
+                return MAGIC + schema.fingerprint + write(record)
+            out = BytesIO()
+            out.write(MAGIC)
+            out.write(schema.fingerprint)
             schemaless_writer(out, schema.parsed, record)
         except Exception as exc:
             raise HeadraceError(

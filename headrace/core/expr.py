@@ -48,9 +48,13 @@ STEP_VARIABLES = ("result", "item", "index", "data", "error", "signal", "event",
 _PLAIN_PATH = re.compile(r"^(\$[A-Za-z_][A-Za-z0-9_]*)?((?:\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
-    """The variables of one evaluation besides ``.``."""
+    """The variables of one evaluation besides ``.``.
+
+    Treat it as immutable. It is not a frozen dataclass because the decider
+    builds one per evaluation and a frozen constructor costs 3x as much.
+    """
 
     now_ms: int = 0
     input: Any = None
@@ -116,7 +120,9 @@ class Expression:
         if self._root == "input":
             return ctx.input
         if self._root == "run":
-            return dict(ctx.run or {})
+            run = ctx.run or {}
+            # `$run` itself is a copy (the caller may keep it); `$run.id` only reads
+            return run if self._path and type(run) is dict else dict(run)
         return (ctx.vars or {}).get(self._root)
 
     def evaluate_all(self, data: Any, ctx: Context = _EMPTY) -> list[Any]:
@@ -133,6 +139,8 @@ class Expression:
 
     def evaluate(self, data: Any, ctx: Context = _EMPTY) -> Any:
         """The first output, or ``None`` when there is none (jq's ``empty``)."""
+        if self._path is not None:
+            return self._walk(self._fast_root(data, ctx))
         out = self.evaluate_all(data, ctx)
         return out[0] if out else None
 

@@ -31,6 +31,8 @@ from headrace.errors import ErrorCode, HeadraceError
 
 EVENT = "io.headrace.WorkflowEvent"
 COMMAND = "io.headrace.Command"
+TASK_DISPATCH = "io.headrace.TaskDispatch"
+TASK_RESULT = "io.headrace.TaskResult"
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 

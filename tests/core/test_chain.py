@@ -73,12 +73,24 @@ def test_sealing_in_batches_equals_sealing_at_once() -> None:
     [
         [_run(3)[0], _run(3)[2]],
         [_run(1)[0], _run(2, run_id="other")[1]],
+        [_run(1)[0], _run(2, tenant="other")[1]],
+        [_run(1, "a/b", "c")[0], _run(2, "a", "b/c")[1]],  # same run_key, other run
     ],
 )
 def test_seal_refuses_a_batch_that_is_not_one_run_in_seq_order(events: list[Event]) -> None:
     with pytest.raises(HeadraceError) as info:
         seal(events)
     assert info.value.code is ErrorCode.INTERNAL
+
+
+def test_an_event_that_does_not_encode_is_named_in_the_error() -> None:
+    events = _run(2)
+    events[1] = replace(events[1], idempotency_key="\ud800")
+    with pytest.raises(HeadraceError) as info:
+        seal(events)
+    assert info.value.code is ErrorCode.ENCODE_FAILED
+    assert info.value.message.startswith("event acme/r1#2: ")
+    assert "does not fit Avro schema" in info.value.message
 
 
 # --- verification: the good cases ------------------------------------------

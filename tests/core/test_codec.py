@@ -54,6 +54,12 @@ def _event(**changes: object) -> Event:
     return base if not changes else Event(**{**_fields(base), **changes})  # type: ignore[arg-type]
 
 
+def _cycle() -> dict[str, object]:
+    looped: dict[str, object] = {}
+    looped["self"] = looped
+    return looped
+
+
 def _fields(event: Event) -> dict[str, object]:
     return {name: getattr(event, name) for name in Event.__dataclass_fields__}
 
@@ -65,7 +71,16 @@ def test_schemas_are_found_inside_the_package() -> None:
     assert schema_dir() == ROOT / "headrace" / "schemas"
     shipped = sorted(p.name for p in schema_dir().glob("*.avsc"))
     source = sorted(p.name for p in (ROOT / "schemas" / "avro").glob("*.avsc"))
-    assert shipped == source == ["command.avsc", "workflow_event.avsc"]
+    assert (
+        shipped
+        == source
+        == [
+            "command.avsc",
+            "task_dispatch.avsc",
+            "task_result.avsc",
+            "workflow_event.avsc",
+        ]
+    )
     for name in shipped:
         assert (schema_dir() / name).read_bytes() == (ROOT / "schemas/avro" / name).read_bytes()
 
@@ -237,6 +252,7 @@ def test_damaged_events_decode_or_raise_headrace_errors(data: st.DataObject) -> 
     [
         ({"payload": {"x": float("nan")}}, "not plain JSON"),
         ({"payload": {"x": {1, 2}}}, "not plain JSON"),
+        ({"payload": _cycle()}, "not plain JSON"),
         ({"hash": b"short"}, "32 bytes"),
         ({"tenant": "\ud800"}, "does not fit"),
         ({"workflow_version": 2**31}, "32-bit Avro int"),

@@ -62,6 +62,23 @@ def test_canonical_json_refuses_non_finite_floats(bad: float) -> None:
         canonical_json({"x": bad})
 
 
+def test_canonical_json_refuses_a_value_that_contains_itself_and_recovers() -> None:
+    looped: list[object] = [1]
+    looped.append({"again": looped})
+    with pytest.raises(ValueError, match="contains itself"):
+        canonical_json(looped)
+    shared = {"a": 1}
+    # the encoder is reused: the failure above must not poison later calls
+    assert canonical_json([shared, shared, {"x": [shared]}]) == '[{"a":1},{"a":1},{"x":[{"a":1}]}]'
+
+
+def test_canonical_json_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(TypeError):
+        canonical_json({"x": {1, 2}})
+    with pytest.raises(TypeError):
+        canonical_json({"x": b"bytes"})
+
+
 @given(st.dictionaries(st.text(), st.recursive(st.none() | st.integers() | st.text(), st.lists)))
 def test_canonical_json_is_independent_of_key_order(value: dict) -> None:
     shuffled = dict(reversed(list(value.items())))

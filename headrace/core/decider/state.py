@@ -5,12 +5,22 @@ The state is a plain, mutable object owned by one run worker; ``to_bytes`` /
 decision. The snapshot is deterministic — the same state always gives the
 same bytes, and replaying a run's events from :meth:`State.empty` rebuilds
 byte-identical state — and cheap: a format byte, then the state's JSON-shaped
-values (nested lists, dicts, str, int, float, bool, None) in ``marshal``
+values (nested lists, dicts, str, int, float, bool, None; bytes) in ``marshal``
 format version 2, which is 2-3x faster than JSON both ways here. Version 2
 because later versions write back-references that depend on object identity
 and reference counts (not deterministic). It is a cache, never the truth: a
 snapshot that does not load (other format, other Python) is rebuilt by
 replaying the run's events.
+
+Each flow is marshalled on its own, and the snapshot holds those segments
+as opaque bytes. A decision touches a few flows of a run that may have
+hundreds (a wide ``parallel`` or ``foreach``), so :meth:`State.from_bytes`
+does not decode the flows: each is a :class:`PackedFlow` holding its segment,
+which turns into a plain :class:`Flow` the first time anything reads or
+writes it — and :meth:`State.to_bytes` writes the segment of a flow still
+packed as it is. A flow therefore costs its decoding and encoding only in
+the decisions that touch it, and a segment is reused only while nothing can
+have changed the flow.
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ from typing import Any
 
 from headrace.core.envelope import ZERO_HASH
 
-FORMAT = 1
+FORMAT = 2
+_READABLE = frozenset({1, FORMAT})  # 1: flows inline, not as segments
 _MARSHAL_VERSION = 2
 
 # Flow status
@@ -57,6 +68,7 @@ class Flow:
     ``sub`` holds that step's working state (task id, attempt, join progress...)."""
 
     __slots__ = (
+        "_segment",  # set only on a PackedFlow: its snapshot segment
         "data",
         "id",
         "key",
@@ -70,6 +82,8 @@ class Flow:
         "vars",
         "visits",
     )
+
+    _segment: bytes  # only while it is a PackedFlow
 
     def __init__(
         self,
@@ -119,6 +133,11 @@ class Flow:
     @classmethod
     def from_list(cls, v: list[Any]) -> Flow:
         f = _new_flow(cls)
+        cls._fill(f, v)
+        return f
+
+    @staticmethod
+    def _fill(f: Flow, v: list[Any]) -> None:
         (
             f.id,
             f.kind,
@@ -133,10 +152,63 @@ class Flow:
             f.vars,
             f.sub,
         ) = v
-        return f
 
     def __repr__(self) -> str:
         return f"Flow({self.id!r}, step={self.step!r}, status={self.status})"
+
+    def encode(self) -> bytes:
+        """The flow's snapshot segment."""
+        return marshal.dumps(self.to_list(), _MARSHAL_VERSION)
+
+
+class PackedFlow(Flow):
+    """A flow loaded from a snapshot and not decoded yet: only its segment is set.
+
+    The first read or write of any field decodes the segment and turns the
+    object into a plain :class:`Flow` (same slots, so ``__class__`` can change),
+    after which it costs nothing extra. Until then the segment is, byte for
+    byte, what encoding the flow would give, so ``to_bytes`` reuses it. The
+    fields are properties that unpack (set below): cheaper than ``__getattr__``,
+    which Python reaches only after raising an AttributeError.
+    """
+
+    __slots__ = ()
+
+    def unpack(self) -> Flow:
+        """Decode the segment in place; the object is a plain :class:`Flow` from now on."""
+        try:
+            v = marshal.loads(self._segment)
+        except (EOFError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"a flow of the run snapshot does not load ({exc}); replay the run's events"
+            ) from None
+        self.__class__ = Flow  # type: ignore[assignment]
+        del self._segment
+        Flow._fill(self, v)
+        return self
+
+    def encode(self) -> bytes:
+        return self._segment
+
+    def __repr__(self) -> str:
+        return f"PackedFlow({len(self._segment)} bytes)"
+
+
+def _unpacking(name: str) -> property:
+    """What field ``name`` of a :class:`PackedFlow` is: decode, then the plain slot."""
+
+    def get(self: PackedFlow) -> Any:
+        return getattr(self.unpack(), name)
+
+    def put(self: PackedFlow, value: Any) -> None:
+        setattr(self.unpack(), name, value)
+
+    return property(get, put)
+
+
+for _name in Flow.__slots__:
+    if _name != "_segment":
+        setattr(PackedFlow, _name, _unpacking(_name))
 
 
 _new_flow = object.__new__
@@ -212,6 +284,10 @@ class State:
         self.last_hash = last_hash
 
     def to_bytes(self) -> bytes:
+        """The snapshot: deterministic, and replaying the run's events gives the same bytes."""
+        flows = {}
+        for id_, f in self.flows.items():  # most are still packed: no method call for those
+            flows[id_] = f._segment if type(f) is PackedFlow else f.encode()
         return bytes((FORMAT,)) + marshal.dumps(
             [
                 self.tenant,
@@ -222,10 +298,10 @@ class State:
                 self.suspended,
                 self.time,
                 self.last_seq,
-                self.last_hash.hex(),
+                self.last_hash,
                 self.input,
                 self.parent,
-                [f.to_list() for f in self.flows.values()],
+                flows,
                 self.pending,
                 self.comp,
                 self.unwind,
@@ -239,7 +315,8 @@ class State:
     @classmethod
     def from_bytes(cls, raw: bytes) -> State:
         """Load a snapshot; ``ValueError`` if it is not one this code wrote (replay instead)."""
-        if not raw or raw[0] != FORMAT:
+        version = raw[0] if raw else None
+        if version not in _READABLE:
             raise ValueError(
                 f"run snapshot format {raw[:1].hex() or 'empty'} is not {FORMAT:02x}; "
                 "rebuild the state by replaying the run's events"
@@ -260,7 +337,7 @@ class State:
             st.suspended,
             st.time,
             st.last_seq,
-            last_hash,
+            st.last_hash,
             st.input,
             st.parent,
             flows,
@@ -271,8 +348,14 @@ class State:
             st.spawned,
             st.outcome,
         ) = v
-        st.last_hash = bytes.fromhex(last_hash)
-        st.flows = {f[0]: Flow.from_list(f) for f in flows}
+        if version == 1:  # flows inline, hash as hex: written before per-flow segments
+            st.last_hash = bytes.fromhex(st.last_hash)  # type: ignore[arg-type]
+            st.flows = {f[0]: Flow.from_list(f) for f in flows}
+            return st
+        st.flows = table = {}
+        for id_, segment in flows.items():
+            table[id_] = f = _new_flow(PackedFlow)
+            f._segment = segment
         return st
 
     def clone(self) -> State:
