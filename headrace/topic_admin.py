@@ -159,6 +159,37 @@ def ensure_topics(
     return ensure(settings, plan_topics(settings, partitions, replication), admin)
 
 
+def plan_task_topics(settings: Settings, queue: str) -> list[TopicPlan]:
+    """The topics of one task queue: its dispatch topics (one per priority band) and its DLQ."""
+    replication = (
+        settings.replication_factor
+        if "replication_factor" in settings.model_fields_set
+        else USE_BROKER_DEFAULT
+    )
+    base: dict[str, str] = {"cleanup.policy": "delete"}
+    if settings.min_insync_replicas is not None:
+        base["min.insync.replicas"] = str(settings.min_insync_replicas)
+    topics = settings.topics
+    plans = [
+        TopicPlan(name, settings.partitions, replication, dict(base))
+        for name in topics.task_bands(queue)
+    ]
+    dlq = {**base, "retention.ms": "-1"}
+    plans.append(TopicPlan(topics.tasks_dlq(queue), 1, replication, dlq))
+    return plans
+
+
+def ensure_task_topics(
+    settings: Settings, queue: str, admin: AdminClient | None = None
+) -> EnsureReport:
+    """Create the dispatch and DLQ topics of ``queue`` if missing (idempotent).
+
+    The task service calls it the first time it sees a queue; a worker may call
+    it before it subscribes, so that it can subscribe to every band at once.
+    """
+    return ensure(settings, plan_task_topics(settings, queue), admin)
+
+
 def _create_failed(plan: TopicPlan, err: KafkaError) -> HeadraceError:
     retryable = err.retriable()
     return HeadraceError(

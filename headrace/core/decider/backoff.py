@@ -41,4 +41,5 @@ def policy_payload(policy: RetryPolicy) -> dict[str, object]:
         "multiplier": policy.multiplier,
         "jitter": policy.jitter,
         "non_retryable": list(policy.non_retryable),
+        "on_exhausted": policy.on_exhausted,
     }

@@ -14,6 +14,16 @@ non-retryable.
 Commands address one attempt by its ``task_id`` (the effect id of its
 ``TaskScheduled``): a result for any attempt that is not pending — an earlier
 attempt, a redelivery — changes nothing.
+
+Parking. With ``retry.on_exhausted: park``, running out of attempts does not
+fail the step: the run records ``TaskDeadLettered`` and the step keeps
+waiting, now for a ``RedriveTask`` addressed to the dead attempt's task id
+(pending with purpose ``parked``). The redrive records ``TaskRedriven`` and
+schedules attempt 1 again — a fresh attempt budget, a new task id, the same
+idempotency key — or, while the run is suspended, on resume. Anything that
+abandons the step (a cancel, a failing sibling branch) cancels the parked
+task like a running one. Errors that are not retryable still fail the step.
+See docs/tasks.md ("Redrive semantics") for why failed runs are not reopened.
 """
 
 from __future__ import annotations
@@ -148,14 +158,54 @@ def timed_out(d: Decision, flow: Flow, step: TaskStep, task_id: str) -> None:
     _after_failure(d, flow, step, task_id, attempt, err)
 
 
+NON_RETRYABLE = "non_retryable"
+EXHAUSTED = "exhausted"
+
+
+def final_failure(
+    max_attempts: int | None,
+    non_retryable: list[str] | tuple[str, ...],
+    attempt: int,
+    code: str,
+    retryable: bool | None,
+) -> str | None:
+    """Why failed attempt ``attempt`` is the step's last: ``non_retryable``,
+    ``exhausted``, or ``None`` when the policy retries it.
+
+    The decider acts on this; the task service asks the same question to know
+    when a task goes to its DLQ (it has the policy from the task request).
+    """
+    if code in non_retryable or retryable is False:
+        return NON_RETRYABLE
+    if max_attempts is not None and attempt >= max_attempts:
+        return EXHAUSTED
+    return None
+
+
 def _after_failure(
     d: Decision, flow: Flow, step: TaskStep, task_id: str, attempt: int, err: dict[str, Any]
 ) -> None:
     policy = step.retry
     code = str(err["code"])
-    if code in policy.non_retryable or err.get("retryable") is False:
+    final = final_failure(
+        policy.max_attempts, policy.non_retryable, attempt, code, err.get("retryable")
+    )
+    if final == NON_RETRYABLE:
         raise StepError(code, str(err.get("message") or code), err.get("details"))
-    if policy.max_attempts is not None and attempt >= policy.max_attempts:
+    if final == EXHAUSTED and policy.on_exhausted == "park":
+        d.emit(
+            E.TaskDeadLettered,
+            {
+                "task_id": task_id,
+                "flow": flow.id,
+                "step": step.name,
+                "attempt": attempt,
+                "queue": step.queue,
+                "error": err,
+            },
+        )
+        return
+    if final == EXHAUSTED:
         raise StepError(
             TASK_EXHAUSTED,
             f"step {step.name!r} failed all {attempt} attempts; last error {code}: "
@@ -163,6 +213,12 @@ def _after_failure(
             {"attempts": attempt, "last_error": err},
         )
     delay = backoff_ms(policy, attempt, task_id)
+    # A service that said when to come back (HTTP Retry-After, via the worker's
+    # `details.retry_after_ms`) is not called again sooner than that.
+    details = err.get("details")
+    hint = details.get("retry_after_ms") if isinstance(details, dict) else None
+    if isinstance(hint, int) and not isinstance(hint, bool) and hint > delay:
+        delay = min(hint, _RETRY_AFTER_CAP_MS)
     d.emit(
         E.TaskRetryScheduled,
         {
@@ -175,6 +231,26 @@ def _after_failure(
         },
     )
     timers.arm(d, flow.id, step.name, "retry", delay_ms=delay)
+
+
+_RETRY_AFTER_CAP_MS = 24 * 3_600_000
+
+
+def redriven(d: Decision, flow: Flow, step: TaskStep, task_id: str) -> None:
+    """An operator redrives the parked task: attempt 1 again, now or on resume."""
+    p = d.command.payload
+    d.emit(
+        E.TaskRedriven,
+        {
+            "task_id": task_id,
+            "flow": flow.id,
+            "step": step.name,
+            "attempt": flow.sub.get("attempt", 1),
+            "actor": p.get("actor") if p.get("actor") is not None else p.get("by"),
+            "reason": p.get("reason"),
+        },
+    )
+    retry_due(d, flow, step)
 
 
 def retry_due(d: Decision, flow: Flow, step: TaskStep) -> None:

@@ -67,6 +67,16 @@ def test_retry_uses_deterministic_backoff_and_keeps_the_idempotency_key() -> Non
     assert second.idempotency_key == "r1/a"
 
 
+def test_a_retry_after_hint_longer_than_the_backoff_delays_the_next_attempt() -> None:
+    run = Run(definition(task("a", retry={"max_attempts": 3, "initial_backoff": "1s"})))
+    run.fail("a", "http.429", details={"retry_after_ms": 30_000})
+    assert one(run.last, E.TaskRetryScheduled).payload["delay_ms"] == 30_000
+    run.at(30_000).fire("retry")
+    shorter = run.fail("a", "http.429", details={"retry_after_ms": 5})
+    delay = one(shorter, E.TaskRetryScheduled).payload["delay_ms"]
+    assert delay > 5  # the policy's backoff wins when it is longer
+
+
 def test_stale_attempt_results_change_nothing() -> None:
     run = Run(definition(task("a", retry={"max_attempts": 3})))
     first = run.task_id("a")
