@@ -31,11 +31,12 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from headrace.core.outbox import Outgoing
 from headrace.definitions import DefinitionCatalog
+from headrace.drain import DrainBook
 from headrace.errors import ErrorCode
 from headrace.kafka import make_consumer, make_producer
 from headrace.logs import configure
 from headrace.settings import Settings
-from headrace.streams.routes import Definitions, IngressRecord, Routes
+from headrace.streams.routes import Definitions, Drains, IngressRecord, Routes
 
 log = logging.getLogger("headrace.router")
 
@@ -65,13 +66,14 @@ class Router:
         batch_size: int = 1000,
         catch_up_timeout: float = 5.0,
         ack_timeout: float = 30.0,
+        drains: Drains | None = None,
     ) -> None:
         self.settings = settings
         self.group = group or f"{settings.topic_prefix}router"
         self.client_id = client_id
         self.batch_size = batch_size
         self.ack_timeout = ack_timeout
-        self.routes = Routes(settings, catalog, catch_up_timeout=catch_up_timeout)
+        self.routes = Routes(settings, catalog, catch_up_timeout=catch_up_timeout, drains=drains)
         self._stop = threading.Event()
         self._producer: Producer | None = None
         self._committed: dict[tuple[str, int], int] = {}
@@ -289,10 +291,15 @@ def run_router(
     """``headrace serve router``: route until SIGTERM/SIGINT, then drain and leave."""
     configure(settings.log_level, settings.log_format, service="router")
     if web_port is not None:
-        start_http_server(web_port, addr="127.0.0.1")
+        start_http_server(web_port, addr=settings.web_host)
     catalog = DefinitionCatalog(settings).start(wait=60.0)
+    drains = DrainBook(settings).start(wait=60.0)
     router = Router(
-        settings, catalog, client_id=f"headrace-router-{instance}", batch_size=batch_size
+        settings,
+        catalog,
+        client_id=f"headrace-router-{instance}",
+        batch_size=batch_size,
+        drains=drains,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: router.stop())
@@ -301,4 +308,5 @@ def run_router(
         router.run()
     finally:
         catalog.stop()
+        drains.stop()
         log.info("router stopped")

@@ -10,7 +10,8 @@
 * any other type → a ``StartRun`` for every deployed definition (latest
   version of each type) with a matching trigger;
 * anything it cannot act on → the record itself on ``dlq``, with the reason in
-  headers.
+  headers — including a start of a drained workflow type or tenant
+  (``HR-RUN-004``, :mod:`headrace.drain`).
 
 Ids are derived from the event's ``source`` and ``id``
 (:mod:`headrace.streams.cloudevents_in`), so a duplicate event yields the
@@ -38,8 +39,8 @@ from jsonschema import SchemaError
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
-from headrace.core.envelope import Command, CommandType, canonical_json
-from headrace.core.outbox import Outgoing, command_message
+from headrace.core.envelope import Command, CommandType
+from headrace.core.outbox import Outgoing, command_message, signal_body, signal_message
 from headrace.definitions import Deployed
 from headrace.errors import ErrorCode, HeadraceError
 from headrace.settings import Settings
@@ -61,7 +62,12 @@ log = logging.getLogger("headrace.router")
 START_FIELDS = frozenset({"workflow", "version", "input", "run_id"})
 SIGNAL_FIELDS = frozenset({"name", "run_id", "correlation", "data"})
 MAX_ERROR_HEADER = 1000
-_SIGNAL_HEADERS = [("content-type", b"application/json"), ("headrace-op", b"signal")]
+
+
+class Drains(Protocol):
+    """What routing needs of :class:`~headrace.drain.DrainBook`."""
+
+    def refusal(self, tenant: str, workflow_type: str) -> str | None: ...
 
 
 class Definitions(Protocol):
@@ -110,8 +116,10 @@ class Routes:
         *,
         catch_up_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        drains: Drains | None = None,
     ) -> None:
         self.routing = settings.routing
+        self.drains = drains
         self.topics = settings.topics
         self.catalog = catalog
         self.catch_up_timeout = catch_up_timeout
@@ -204,6 +212,10 @@ class Routes:
         command_id: str,
         run_input: Any,
     ) -> Outgoing:
+        if self.drains is not None:
+            refusal = self.drains.refusal(ev.tenant, deployed.definition.type)
+            if refusal is not None:
+                raise Rejected(ErrorCode.DRAINING, refusal)
         command = Command(
             command_id=command_id,
             tenant=ev.tenant,
@@ -274,30 +286,23 @@ class Routes:
                 f"{SIGNAL_TYPE}: give exactly one of `run_id` (one run) and `correlation` "
                 "(every run waiting on that key)",
             )
-        body: dict[str, Any] = {
-            "op": "signal",
-            "signal_id": "ce:" + derived_id("signal", ev.source, ev.id),
-            "signal": name,
-            "tenant": ev.tenant,
-            "data": data.get("data"),
-            "time": rec.timestamp_ms if rec.timestamp_ms > 0 else int(self.clock() * 1000),
-        }
-        if ev.traceparent is not None:
-            body["traceparent"] = ev.traceparent
         if run_id is not None:
             _check_run_id(run_id, SIGNAL_TYPE)
-            body["run_id"] = run_id
-            key = f"{ev.tenant}/{run_id}"
-        else:
-            if not isinstance(correlation, str) or not correlation:
-                raise Rejected(
-                    ErrorCode.BAD_CLOUDEVENT, f"{SIGNAL_TYPE}: `correlation` must be a string"
-                )
-            body["correlation"] = correlation
-            key = correlation
-        return Outgoing(
-            self.topics.signals, canonical_json(body).encode(), key, None, _SIGNAL_HEADERS
+        elif not isinstance(correlation, str) or not correlation:
+            raise Rejected(
+                ErrorCode.BAD_CLOUDEVENT, f"{SIGNAL_TYPE}: `correlation` must be a string"
+            )
+        body = signal_body(
+            signal_id="ce:" + derived_id("signal", ev.source, ev.id),
+            signal=name,
+            tenant=ev.tenant,
+            data=data.get("data"),
+            time=rec.timestamp_ms if rec.timestamp_ms > 0 else int(self.clock() * 1000),
+            run_id=run_id,
+            correlation=correlation if run_id is None else None,
+            traceparent=ev.traceparent,
         )
+        return signal_message(body, self.routing)
 
     # -- triggers ------------------------------------------------------------
 

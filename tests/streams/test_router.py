@@ -129,7 +129,7 @@ def test_signals_by_run_id_and_by_correlation(topics: Settings) -> None:
         {"ok": True},
     )
     assert "correlation" not in run_body
-    key_body, _ = bodies[b"invoice-9"]
+    key_body, _ = bodies[b"acme/invoice-9"]
     assert (key_body["tenant"], key_body["correlation"], key_body["data"]) == (
         "acme",
         "invoice-9",

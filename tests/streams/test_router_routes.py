@@ -12,6 +12,7 @@ from ingress_kit import AUDIT, ORDER
 
 from headrace.core.codec import decode_command
 from headrace.core.dsl.load import load_definition
+from headrace.core.partitioner import positive_hash
 from headrace.definitions import Deployed, digest_of
 from headrace.settings import Settings
 from headrace.streams.cloudevents_in import (
@@ -205,7 +206,9 @@ def test_signal_message_shape() -> None:
         extensions={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     )
     (out,) = routes.route(record(m.value, m.headers)).messages
-    assert (out.topic, out.key) == ("u.signals", "inv-1")
+    # keyed by the tenant-scoped address, on murmur2(key) % P like a Java producer
+    assert (out.topic, out.key) == ("u.signals", "acme/inv-1")
+    assert out.partition == positive_hash("acme/inv-1") % SETTINGS.partitions
     assert json.loads(out.value or b"") == {
         "op": "signal",
         "signal_id": out_signal_id(out),

@@ -16,6 +16,11 @@ unwind goes on, ending in ``CompensationFailed`` instead of
 holds the run: results, timers and signals are still recorded, but no step
 starts and no retry is dispatched until ``ResumeRun``. A cancel lifts a
 suspension.
+
+The four control commands carry ``{actor?, reason?}`` (``by`` is read as
+``actor`` too) and their events record both — ``RunSuspended``,
+``RunResumed``, ``RunCancelRequested`` and ``RunTerminated`` each have
+``{actor, reason}`` — so a run's history says who did what and why.
 """
 
 from __future__ import annotations
@@ -138,12 +143,22 @@ def run_timed_out(d: Decision) -> None:
         fail_run(d, error(TIMEOUT, f"the run exceeded its timeout of {limit}"))
 
 
+def _actor(d: Decision) -> Any:
+    p = d.command.payload
+    return p.get("actor") if p.get("actor") is not None else p.get("by")
+
+
+def _control(d: Decision) -> dict[str, Any]:
+    """``{actor, reason}`` of a control command, as its event records them."""
+    return {"actor": _actor(d), "reason": d.command.payload.get("reason")}
+
+
 def cancel(d: Decision) -> None:
     st = d.state
     if st.status == COMPENSATING:
         return  # already unwinding
     reason = d.command.payload.get("reason") or "cancelled"
-    d.emit(E.RunCancelRequested, {"reason": reason, "by": d.command.payload.get("by")})
+    d.emit(E.RunCancelRequested, {"reason": reason, "actor": _actor(d)})
     abort_all(d, cascade=True)
     err = error(CANCELLED, str(reason))
     if d.definition.on_cancel == "compensate" and st.comp:
@@ -156,13 +171,13 @@ def terminate(d: Decision) -> None:
     reason = d.command.payload.get("reason") or "terminated"
     abort_all(d, cascade=True)
     err = error("terminated", str(reason))
-    d.emit(E.RunTerminated, {"error": err, "by": d.command.payload.get("by"), **_ending(d)})
+    d.emit(E.RunTerminated, {"error": err, "reason": reason, "actor": _actor(d), **_ending(d)})
 
 
 def suspend(d: Decision) -> None:
     if d.state.suspended:
         return
-    d.emit(E.RunSuspended, {"reason": d.command.payload.get("reason")})
+    d.emit(E.RunSuspended, _control(d))
 
 
 def resume(d: Decision) -> None:
@@ -170,7 +185,7 @@ def resume(d: Decision) -> None:
     st = d.state
     if not st.suspended:
         return
-    d.emit(E.RunResumed, {"reason": d.command.payload.get("reason")})
+    d.emit(E.RunResumed, _control(d))
     for flow in list(st.flows.values()):
         if flow.status == READY and st.ready is not None:
             st.ready.append(flow.id)
