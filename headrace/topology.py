@@ -14,10 +14,16 @@ Why the topics are split the way they are:
   snapshot of it; after a crash the snapshot is brought up to date by folding
   ``events`` (see DESIGN.md, "the log is the truth"). It is therefore kept
   forever (``retention.ms=-1``) unless an operator decides otherwise.
-* ``commands``, ``events``, ``timers``, ``task-requests``, ``task-results`` and
-  ``signals`` are keyed by run key and co-partitioned (equal partition counts,
-  the tenant partitioner picks the partition), so one worker owns all of a run's
-  traffic on one partition number.
+* ``commands``, ``events``, ``timers``, ``task-requests`` and ``task-results``
+  are keyed by run key and co-partitioned (equal partition counts, the tenant
+  partitioner picks the partition), so one worker owns all of a run's traffic on
+  one partition number. ``signals`` has the same partition count but is keyed by
+  *address* (``<tenant>/<correlation key or run id>``, murmur2 of the key), so
+  that all runs waiting on one correlation key meet their signals on one
+  partition (``headrace.core.outbox.signal_message``, docs/signals.md).
+* ``notifications`` is keyed and partitioned like the run topics so that a
+  run's notifications stay in order; it is for people-facing consumers (mail,
+  chat, inboxes), never read by headrace itself.
 * ``definitions`` is compacted on ``type@version`` and read whole by every
   worker (a global table); ``calendars`` and ``schedules`` likewise, on name,
   read whole by the timer service; ``control`` (drains) likewise, read whole by
@@ -42,7 +48,7 @@ class Key(StrEnum):
     ANY = "any"
     DEFINITION = "<type>@<version>"
     TASK_ID = "<task id>"
-    CORRELATION = "correlation key"
+    CORRELATION = "<tenant>/<correlation key or run id>"
     ORIGINAL = "original key"
     NAME = "<name>"
 
@@ -172,9 +178,18 @@ TOPICS: tuple[TopicSpec, ...] = (
         "signals",
         Key.CORRELATION,
         Partitioning.KEY_HASH,
-        ("ingress", "api"),
+        ("ingress", "api", "orchestrator", "cli signal"),
         ("signal service",),
-        "Signals addressed to a run id or a correlation key.",
+        "Signals, waits and broadcasts, keyed by address <tenant>/<correlation key or run id>.",
+    ),
+    TopicSpec(
+        "notifications",
+        Key.RUN,
+        Partitioning.TENANT,
+        ("orchestrator",),
+        ("notifiers (mail, chat, pager)", "inbox UIs", "anyone"),
+        "Messages for people: approval requests, reminders, escalations, delegations, "
+        "SLA at-risk and breaches (JSON, docs/approvals.md).",
     ),
     TopicSpec(
         "dlq",
@@ -277,6 +292,10 @@ class Topics:
     @property
     def signals(self) -> str:
         return topic("signals", self.prefix)
+
+    @property
+    def notifications(self) -> str:
+        return topic("notifications", self.prefix)
 
     @property
     def dlq(self) -> str:

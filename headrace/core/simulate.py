@@ -26,6 +26,7 @@ A script (YAML or JSON) — every part optional::
       kyc: {status: completed, output: {score: 700}, delay: 5m}
     control:                    # run-level commands
       - {at: 2h, command: cancel, reason: customer asked}
+      - {at: 3h, command: redrive}  # every task parked in the DLQ at that moment
 
 A task the script does not answer completes with ``{}``; a child the script
 does not answer completes with ``{}``; both are listed in the notes.
@@ -233,7 +234,7 @@ class Simulation:
                 span = b.get("duration_ms") or b.get("days", 0) * 86_400_000
                 due = int(b.get("from", now)) + int(span)
                 self._note("business time simulated as calendar time")
-            self._command(CommandType.FireTimer, {"timer_id": eff.id}, due, f"{eff.id}/fire")
+            self._command(CommandType.FireTimer, eff.fire.payload, due, f"{eff.id}/fire")
         elif isinstance(eff, CancelTimer | CancelTask):
             self._cancelled.add(f"{eff.id}/fire" if isinstance(eff, CancelTimer) else eff.id)
         elif isinstance(eff, AwaitSignal):
@@ -291,6 +292,8 @@ class Simulation:
             for key in ("comment", "data", "step_up"):
                 if key in entry:
                     payload[key] = entry[key]
+            if payload.get("step_up") is True:  # a scripted fresh second factor
+                payload["step_up"] = {"method": "simulated", "at": at}
             self._command(CommandType.DecideApproval, payload, at)
 
     def _answer_child(self, eff: StartChild) -> None:
@@ -325,9 +328,16 @@ class Simulation:
 
     def _control(self, entry: dict[str, Any]) -> None:
         name = str(entry.get("command", "")).lower()
+        if name == "redrive":
+            parked = [i for i, (_, purpose) in self.state.pending.items() if purpose == "parked"]
+            for task_id in parked:
+                self._command(CommandType.RedriveTask, {"task_id": task_id}, self._now)
+            return
         type_ = _CONTROL.get(name)
         if type_ is None:
-            raise ValueError(f"unknown control command {name!r} — use {', '.join(_CONTROL)}")
+            raise ValueError(
+                f"unknown control command {name!r} — use {', '.join(_CONTROL)}, redrive"
+            )
         payload = {k: v for k, v in entry.items() if k not in ("command", "at")}
         self._command(type_, payload, self._now)
 

@@ -5,8 +5,8 @@ or, unless the quorum is ``serial``, anyone whose ``roles`` (carried on the
 command, vouched for by the api) include one of the step's roles. With
 ``serial`` only the next assignee in order may decide. A decision by anyone
 else, a second decision by the same user, one without the required
-second factor (``step_up``) or with data that fails ``form`` is recorded as
-``ApprovalDecisionRefused`` and changes nothing.
+second factor (``step_up``, see :mod:`.step_up`) or with data that fails
+``form`` is recorded as ``ApprovalDecisionRefused`` and changes nothing.
 
 Quorum: ``serial`` and ``parallel`` need every named assignee (``parallel``
 with only roles needs one approval), ``threshold`` needs ``threshold``
@@ -21,6 +21,11 @@ it, ``ApprovalExpired`` goes to ``escalation`` or fails with
 ``approval.expired``. Reminders (``ApprovalReminderSent``) repeat ``every``
 until ``max`` while the approval is open.
 
+Decisions carry their reason as ``comment``; a delegation's ``reason`` is kept
+on ``ApprovalDelegated``. ``ApprovalRequested``, ``ApprovalEscalated`` and
+``ApprovalReminderSent`` say when the approval expires (``expires: {due,
+business}`` or null), for notifications and inboxes.
+
 The step's result is ``{outcome, decisions: [{user, decision, comment?, data?}]}``.
 """
 
@@ -30,7 +35,7 @@ from typing import Any
 
 import jsonschema
 
-from headrace.core.decider import flows, timers
+from headrace.core.decider import flows, step_up, timers
 from headrace.core.decider.context import Decision
 from headrace.core.decider.errors import (
     APPROVAL_EXPIRED,
@@ -66,7 +71,8 @@ def begin(d: Decision, flow: Flow, step: ApprovalStep) -> None:
         "need": need,
         "veto": step.veto,
         "delegation": step.delegation,
-        "step_up": step.step_up,
+        "step_up": step_up.policy(step.step_up),
+        "expires": _expires(d, step),
     }
     if step.form is not None:
         payload["form"] = step.form
@@ -74,6 +80,16 @@ def begin(d: Decision, flow: Flow, step: ApprovalStep) -> None:
     _arm_expiry(d, flow, step)
     if step.reminders is not None:
         _arm_reminder(d, flow, step)
+
+
+def _expires(d: Decision, step: ApprovalStep) -> dict[str, Any] | None:
+    """When the expiry armed now will fire: ``{due, business}`` (``due`` null for
+    business time, which the timer service resolves), or None without an expiry."""
+    if step.expiry is not None:
+        return {"due": d.now + parse_duration(step.expiry), "business": None}
+    if step.expiry_business is not None:
+        return {"due": None, "business": timers.business(step.expiry_business, d.now)}
+    return None
 
 
 def _arm_expiry(d: Decision, flow: Flow, step: ApprovalStep) -> None:
@@ -145,8 +161,8 @@ def decided(d: Decision, flow: Flow, step: ApprovalStep, approval_id: str) -> No
         reason = f"{user} has already decided"
     else:
         reason = _eligible(sub, user, roles if isinstance(roles, list) else [])
-    if reason is None and sub["step_up"] and not p.get("step_up"):
-        reason = "this approval needs a fresh second factor (step-up) with the decision"
+    if reason is None:
+        reason = step_up.refusal(sub["step_up"], p.get("step_up"), d.now)
     if reason is None and step.form is not None and decision == "approve":
         try:
             jsonschema.validate(p.get("data", {}), step.form)
@@ -161,6 +177,8 @@ def decided(d: Decision, flow: Flow, step: ApprovalStep, approval_id: str) -> No
     for key in ("comment", "data", "on_behalf_of"):
         if p.get(key) is not None:
             payload[key] = p[key]
+    if sub["step_up"] and isinstance(p.get("step_up"), dict):
+        payload["step_up"] = p["step_up"]  # the claim, for the audit trail
     d.emit(E.ApprovalGranted if decision == "approve" else E.ApprovalRejected, payload)
     _settle(d, flow, step, approval_id)
 
@@ -220,22 +238,34 @@ def delegated(d: Decision, flow: Flow, step: ApprovalStep, approval_id: str) -> 
         reason = f"{user} has already decided"
     elif to in sub["assignees"]:
         reason = f"{to} is already an approver"
+    elif any(x["user"] == to for x in sub["decisions"]):
+        reason = f"{to} has already decided (nobody counts twice)"
     else:
         reason = _eligible(sub, user, roles if isinstance(roles, list) else [])
     if reason is not None:
         _refuse(d, flow, step, user, reason)
         return
-    d.emit(
-        E.ApprovalDelegated,
-        {"approval_id": approval_id, "flow": flow.id, "step": step.name, "from": user, "to": to},
-    )
+    payload = {
+        "approval_id": approval_id,
+        "flow": flow.id,
+        "step": step.name,
+        "from": user,
+        "to": to,
+    }
+    why = p.get("reason", p.get("comment"))
+    if isinstance(why, str) and why:
+        payload["reason"] = why
+    d.emit(E.ApprovalDelegated, payload)
 
 
 def expired(d: Decision, flow: Flow, step: ApprovalStep) -> None:
     approval_id = flow.sub["approval"]
     base = {"approval_id": approval_id, "flow": flow.id, "step": step.name}
     if step.escalate_to_role is not None and not flow.sub.get("escalated"):
-        d.emit(E.ApprovalEscalated, {**base, "role": step.escalate_to_role})
+        d.emit(
+            E.ApprovalEscalated,
+            {**base, "role": step.escalate_to_role, "expires": _expires(d, step)},
+        )
         _arm_expiry(d, flow, step)
         return
     d.emit(E.ApprovalExpired, base)
@@ -261,6 +291,7 @@ def remind(d: Decision, flow: Flow, step: ApprovalStep) -> None:
             "count": count,
             "to": [u for u in sub["assignees"] if u not in decided_users],
             "roles": list(sub["roles"]),
+            "expires": sub.get("expires"),
         },
     )
     r = step.reminders

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from headrace.core.envelope import Command, CommandType, Event, EventType
+from headrace.core.envelope import Command, CommandType, Event, EventType, effect_id
 
 E = EventType
 
@@ -53,22 +53,27 @@ class ArmTimer(Effect):
     """Keep a timer; when due, send ``fire`` (a ``FireTimer`` command) to the run.
 
     ``due`` is epoch ms, or ``None`` with ``business`` = ``{calendar,
-    duration_ms | days, from}`` for the timer service to resolve."""
+    duration_ms | days, from}`` for the timer service to resolve. ``deadline``
+    (SLA timers) goes back to the run on the ``FireTimer`` command."""
 
     purpose: str
     due: int | None
     business: dict[str, Any] | None
+    deadline: int | None = None
 
     @property
     def fire(self) -> Command:
         """The command to send when the timer is due (its id is stable: ``<timer id>/fire``)."""
+        payload: dict[str, Any] = {"timer_id": self.id}
+        if self.deadline is not None:
+            payload["deadline"] = self.deadline
         return Command(
             command_id=f"{self.id}/fire",
             tenant=self.tenant,
             run_id=self.run_id,
             type=CommandType.FireTimer,
             time=self.due or 0,
-            payload={"timer_id": self.id},
+            payload=payload,
         )
 
 
@@ -83,11 +88,19 @@ class AwaitSignal(Effect):
 
     signal: str
     correlation: str
+    time: int = 0  # the run's logical time when it began to wait
 
 
 @dataclass(frozen=True, slots=True)
 class CancelSignalWait(Effect):
-    pass
+    """The wait ended: ``reason`` is ``received`` (by signal ``signal_id``, when the
+    delivery named one), ``timed_out`` or ``cancelled``. ``signal`` and
+    ``correlation`` are the wait's, so the cancel reaches where the await went."""
+
+    signal: str | None = None
+    correlation: str | None = None
+    reason: str = "cancelled"
+    signal_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +150,41 @@ class WithdrawApproval(Effect):
 
 
 @dataclass(frozen=True, slots=True)
+class Notify(Effect):
+    """Tell people something about a run: one message on the ``notifications`` topic.
+
+    ``id`` is the effect id of the event (``<run_id>:<seq>``), the same on every
+    replay, so a consumer dedupes on it. ``kind`` is one of :data:`NOTIFICATION_KINDS`;
+    ``users``/``roles`` are the recipients (empty: whoever watches the run);
+    ``due`` is when the approval expires or the SLA ends (epoch ms, null when unknown
+    or business time — then ``due_business`` says which calendar span)."""
+
+    kind: str
+    workflow_type: str
+    workflow_version: int
+    step: str | None
+    time: int
+    approval_id: str | None = None
+    users: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    due: int | None = None
+    due_business: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+NOTIFICATION_KINDS = (
+    "approval.requested",
+    "approval.reminder",
+    "approval.escalated",
+    "approval.delegated",
+    "approval.refused",
+    "approval.closed",
+    "sla.at_risk",
+    "sla.breached",
+)
+
+
+@dataclass(frozen=True, slots=True)
 class NotifyParent(Effect):
     """Tell the parent run that this child finished: ``command`` is its ``ChildFinished``."""
 
@@ -172,6 +220,7 @@ def _arm(ev: Event, p: dict[str, Any]) -> list[Effect]:
             purpose=p["purpose"],
             due=p.get("due"),
             business=p.get("business"),
+            deadline=p.get("deadline"),
         )
     ]
 
@@ -192,28 +241,122 @@ def _child(ev: Event, p: dict[str, Any], wait: bool) -> list[Effect]:
     ]
 
 
+def _note(
+    ev: Event,
+    kind: str,
+    *,
+    users: Any = (),
+    roles: Any = (),
+    expires: dict[str, Any] | None = None,
+    due: int | None = None,
+    due_business: dict[str, Any] | None = None,
+    **details: Any,
+) -> Notify:
+    p = ev.payload
+    if expires:
+        due, due_business = expires.get("due"), expires.get("business")
+    return Notify(
+        id=effect_id(ev.run_id, ev.seq),
+        tenant=ev.tenant,
+        run_id=ev.run_id,
+        kind=kind,
+        workflow_type=ev.workflow_type,
+        workflow_version=ev.workflow_version,
+        step=p.get("step"),
+        time=ev.time,
+        approval_id=p.get("approval_id"),
+        users=tuple(users or ()),
+        roles=tuple(roles or ()),
+        due=due,
+        due_business=due_business,
+        details={k: v for k, v in details.items() if v is not None},
+    )
+
+
 def _approval(ev: Event, p: dict[str, Any]) -> list[Effect]:
-    return [
-        RequestApproval(
-            **_base(ev, p["approval_id"]),
-            step=p["step"],
-            assignees=p["assignees"],
-            roles=p["roles"],
-            quorum=p["quorum"],
-            form=p.get("form"),
-        )
-    ]
+    request = RequestApproval(
+        **_base(ev, p["approval_id"]),
+        step=p["step"],
+        assignees=p["assignees"],
+        roles=p["roles"],
+        quorum=p["quorum"],
+        form=p.get("form"),
+    )
+    note = _note(
+        ev,
+        "approval.requested",
+        users=p["assignees"],
+        roles=p["roles"],
+        expires=p.get("expires"),
+        quorum=p["quorum"],
+        need=p.get("need"),
+        veto=p.get("veto"),
+        delegation=p.get("delegation"),
+        step_up=bool(p.get("step_up")),
+        form=p.get("form"),
+    )
+    return [request, note]
 
 
 def _notify(ev: Event, p: dict[str, Any]) -> list[Effect]:
     escalated = ev.type is E.ApprovalEscalated
+    users = [] if escalated else p.get("to", [])
+    roles = [p["role"]] if escalated else p.get("roles", [])
+    notify = NotifyApprovers(
+        **_base(ev, f"{p['approval_id']}/{ev.seq}"),
+        approval_id=p["approval_id"],
+        kind="escalated" if escalated else "reminder",
+        users=users,
+        roles=roles,
+    )
+    if escalated:
+        note = _note(ev, "approval.escalated", roles=roles, expires=p.get("expires"))
+    else:
+        note = _note(
+            ev,
+            "approval.reminder",
+            users=users,
+            roles=roles,
+            expires=p.get("expires"),
+            count=p.get("count"),
+        )
+    return [notify, note]
+
+
+def _closed(ev: Event, p: dict[str, Any], status: str | None = None) -> list[Effect]:
+    detail: dict[str, Any] = {"status": status or p.get("outcome")}
+    if ev.type is E.ApprovalCompleted:
+        detail.update(approved=p.get("approved"), rejected=p.get("rejected"))
     return [
-        NotifyApprovers(
-            **_base(ev, f"{p['approval_id']}/{ev.seq}"),
-            approval_id=p["approval_id"],
-            kind="escalated" if escalated else "reminder",
-            users=[] if escalated else p.get("to", []),
-            roles=[p["role"]] if escalated else p.get("roles", []),
+        WithdrawApproval(**_base(ev, p["approval_id"])),
+        _note(ev, "approval.closed", **detail),
+    ]
+
+
+def _sla(ev: Event, p: dict[str, Any]) -> list[Effect]:
+    kind = "sla.at_risk" if ev.type is E.SlaAtRisk else "sla.breached"
+    return [
+        _note(
+            ev,
+            kind,
+            due=p.get("deadline"),
+            scope=p.get("scope"),
+            within=p.get("within"),
+            business=p.get("business"),
+            at_risk=p.get("at_risk"),
+        )
+    ]
+
+
+def _wait_ended(ev: Event, p: dict[str, Any], reason: str) -> list[Effect]:
+    return [
+        CancelSignalWait(
+            **_base(ev, p["wait_id"]),
+            signal=p.get("signal"),
+            # Events written before they carried it: the default correlation (the run id).
+            correlation=p.get("correlation") or ev.run_id,
+            reason=reason,
+            signal_id=p.get("signal_id"),
         )
     ]
 
@@ -259,20 +402,44 @@ _READERS: dict[EventType, Callable[[Event, dict[str, Any]], list[Effect]]] = {
     E.TimerArmed: _arm,
     E.TimerCancelled: lambda ev, p: [CancelTimer(**_base(ev, p["timer_id"]))],
     E.SignalAwaited: lambda ev, p: [
-        AwaitSignal(**_base(ev, p["wait_id"]), signal=p["signal"], correlation=p["correlation"])
+        AwaitSignal(
+            **_base(ev, p["wait_id"]),
+            signal=p["signal"],
+            correlation=p["correlation"],
+            time=ev.time,
+        )
     ],
-    E.SignalReceived: lambda ev, p: [CancelSignalWait(**_base(ev, p["wait_id"]))],
-    E.SignalTimedOut: lambda ev, p: [CancelSignalWait(**_base(ev, p["wait_id"]))],
-    E.SignalWaitCancelled: lambda ev, p: [CancelSignalWait(**_base(ev, p["wait_id"]))],
+    E.SignalReceived: lambda ev, p: _wait_ended(ev, p, "received"),
+    E.SignalTimedOut: lambda ev, p: _wait_ended(ev, p, "timed_out"),
+    E.SignalWaitCancelled: lambda ev, p: _wait_ended(ev, p, "cancelled"),
     E.ChildStartRequested: lambda ev, p: _child(ev, p, True),
     E.ChildSpawned: lambda ev, p: _child(ev, p, False),
     E.ChildCancelRequested: lambda ev, p: [CancelChild(**_base(ev, p["child_run_id"]))],
     E.ApprovalRequested: _approval,
     E.ApprovalReminderSent: _notify,
     E.ApprovalEscalated: _notify,
-    E.ApprovalCompleted: lambda ev, p: [WithdrawApproval(**_base(ev, p["approval_id"]))],
-    E.ApprovalExpired: lambda ev, p: [WithdrawApproval(**_base(ev, p["approval_id"]))],
-    E.ApprovalCancelled: lambda ev, p: [WithdrawApproval(**_base(ev, p["approval_id"]))],
+    E.ApprovalDelegated: lambda ev, p: [
+        _note(
+            ev,
+            "approval.delegated",
+            users=[p["to"]],
+            **{"from": p.get("from"), "to": p["to"], "reason": p.get("reason")},
+        )
+    ],
+    E.ApprovalDecisionRefused: lambda ev, p: [
+        _note(
+            ev,
+            "approval.refused",
+            users=[p["user"]] if isinstance(p.get("user"), str) else [],
+            user=p.get("user"),
+            reason=p.get("reason"),
+        )
+    ],
+    E.ApprovalCompleted: lambda ev, p: _closed(ev, p),
+    E.ApprovalExpired: lambda ev, p: _closed(ev, p, "expired"),
+    E.ApprovalCancelled: lambda ev, p: _closed(ev, p, "cancelled"),
+    E.SlaAtRisk: _sla,
+    E.SlaBreached: _sla,
     E.RunCompleted: _ended,
     E.RunFailed: _ended,
     E.RunCancelled: _ended,

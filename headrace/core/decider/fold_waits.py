@@ -44,6 +44,20 @@ def _task_done(st: State, p: dict[str, Any], ev: Event) -> None:
         st.flows[entry[0]].sub["task"] = None
 
 
+def _task_dead_lettered(st: State, p: dict[str, Any], ev: Event) -> None:
+    # The step stays active: it now waits for a redrive of the dead attempt.
+    _pend(st, p["task_id"], p["flow"], "parked").sub["parked"] = p["task_id"]
+
+
+def _task_redriven(st: State, p: dict[str, Any], ev: Event) -> None:
+    entry = st.pending.pop(p["task_id"], None)
+    if entry is not None:
+        sub = st.flows[entry[0]].sub
+        sub.pop("parked", None)
+        sub["attempt"] = 0  # the next attempt is 1: a fresh attempt budget
+        sub["due"] = True  # dispatched now, or on resume while suspended
+
+
 def _timer_armed(st: State, p: dict[str, Any], ev: Event) -> None:
     st.pending[p["timer_id"]] = [p["flow"], p["purpose"]]
     flow = st.flows.get(p["flow"])
@@ -75,7 +89,8 @@ def _approval_requested(st: State, p: dict[str, Any], ev: Event) -> None:
         need=p["need"],
         veto=p["veto"],
         delegation=p["delegation"],
-        step_up=p["step_up"],
+        step_up=canon(p["step_up"]),
+        expires=canon(p.get("expires")),
         decisions=[],
         escalated=False,
         reminders=0,
@@ -114,6 +129,8 @@ def _approval_reminded(st: State, p: dict[str, Any], ev: Event) -> None:
 def _approval_escalated(st: State, p: dict[str, Any], ev: Event) -> None:
     sub = _approval_sub(st, p)
     sub["escalated"] = True
+    if "expires" in p:
+        sub["expires"] = canon(p["expires"])
     if p.get("role") and p["role"] not in sub["roles"]:
         sub["roles"].append(p["role"])
 
@@ -147,6 +164,8 @@ WAIT_HANDLERS: dict[EventType, Handler] = {
     E.TaskFailed: _task_done,
     E.TaskTimedOut: _task_done,
     E.TaskCancelled: _task_done,
+    E.TaskDeadLettered: _task_dead_lettered,
+    E.TaskRedriven: _task_redriven,
     E.TimerArmed: _timer_armed,
     E.TimerFired: _timer_fired,
     E.TimerCancelled: lambda st, p, ev: _unpend(st, p, "timer_id"),

@@ -13,7 +13,7 @@ run does then:
 ``sla_breach``     a run or step SLA is breached
 =================  ========================================================
 
-``TimerArmed`` payload: ``{timer_id, flow, step, purpose, due}`` where
+``TimerArmed`` payload: ``{timer_id, flow, step, purpose, due[, deadline]}`` where
 ``due`` is epoch ms — or ``null`` with ``business: {calendar, duration_ms |
 days, from[, fraction]}`` for business time, which the timer service resolves
 against the named calendar: the moment ``fraction`` (default 1) of the
@@ -52,11 +52,16 @@ def arm(
     business_time: BusinessTime | None = None,
     calendar_ms: tuple[str, int] | None = None,
     fraction: float | None = None,
+    deadline: int | None = None,
 ) -> str:
     """Arm a timer; returns its id. Give one of ``delay_ms``, ``due``,
-    ``business_time`` or ``calendar_ms`` (a calendar name and a business duration)."""
+    ``business_time`` or ``calendar_ms`` (a calendar name and a business duration).
+    ``deadline`` (epoch ms) rides on the timer's ``FireTimer`` command back to the
+    run — an SLA timer tells the decision it causes when the SLA ends."""
     timer_id = d.next_id()
     payload: dict[str, Any] = {"timer_id": timer_id, "flow": flow, "step": step, "purpose": purpose}
+    if deadline is not None:
+        payload["deadline"] = deadline
     if business_time is not None:
         payload["due"] = None
         payload["business"] = business(business_time, d.now)

@@ -88,6 +88,11 @@ class RetryPolicy(_Strict):
     non_retryable: list[str] = Field(
         default_factory=list, description="error codes that fail the task at once"
     )
+    on_exhausted: Literal["fail", "park"] = Field(
+        "fail",
+        description="after the last attempt: fail the step (catch/compensation decide), or "
+        "park it in the DLQ until an operator redrives it (`headrace dlq redrive`)",
+    )
 
     _v_durations = field_validator("initial_backoff", "max_backoff", mode="before")(
         classmethod(lambda cls, v: _duration(v))
@@ -350,6 +355,18 @@ class Reminders(_Strict):
     _v_every = field_validator("every", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
 
+class StepUp(_Strict):
+    """How fresh the second factor on a decision must be (``step_up: true`` means the defaults)."""
+
+    max_age: DurationStr = Field("5m", description="oldest second factor accepted")
+    methods: list[str] = Field(
+        default_factory=list,
+        description="accepted methods (e.g. otp, webauthn, the IdP's `amr` values); empty: any",
+    )
+
+    _v_max_age = field_validator("max_age", mode="before")(classmethod(lambda cls, v: _duration(v)))
+
+
 class ApprovalStep(StepBase):
     """A human decision with a quorum."""
 
@@ -361,7 +378,9 @@ class ApprovalStep(StepBase):
     threshold: int | None = Field(None, ge=1, description="k for quorum 'threshold'")
     veto: bool = Field(False, description="one rejection rejects at once")
     delegation: bool = Field(False, description="assignees may hand their decision on")
-    step_up: bool = Field(False, description="decisions must carry a fresh second factor")
+    step_up: bool | StepUp = Field(
+        False, description="decisions need a fresh second factor (true, or {max_age, methods})"
+    )
     expiry: DurationStr | None = Field(None, description="undecided after this long → escalation")
     expiry_business: BusinessTime | None = Field(None, description="expiry in business time")
     escalation: StepName | None = Field(None, description="step to run when it expires")

@@ -203,3 +203,28 @@ def test_business_sla_hands_the_fraction_to_the_timer_service() -> None:
     armed = of(Run(defn).events, E.TimerArmed)
     assert [a.payload["business"].get("fraction") for a in armed] == [0.75, None]
     assert all(a.payload["business"]["days"] == 2 for a in armed)
+
+
+def test_sla_events_carry_their_deadline() -> None:
+    from headrace.core.decider.effects import ArmTimer
+
+    defn = definition(task("a", sla={"within": "1h", "at_risk": 0.5}))
+    run = Run(defn)
+    armed = [e for e in of(run.events, E.TimerArmed) if e.payload["purpose"].startswith("sla")]
+    deadline = run.now + 3_600_000
+    assert {e.payload["deadline"] for e in armed} == {deadline}
+    fire = [eff for e in armed for eff in effects(e) if isinstance(eff, ArmTimer)]
+    assert {f.fire.payload["deadline"] for f in fire} == {deadline}
+    (risk_timer,) = [f for f in fire if f.purpose == "sla_risk"]
+    risk = run.at(1_800_000).send(CommandType.FireTimer, risk_timer.fire.payload)
+    assert one(risk, E.SlaAtRisk).payload == {
+        "scope": "step",
+        "step": "a",
+        "within": "1h",
+        "at_risk": 0.5,
+        "deadline": deadline,
+    }
+    # a business-time breach is due when the timer service resolved it: the command's time
+    biz = Run(definition(task("a", sla={"business": {"calendar": "eu", "days": 1}})))
+    assert one(biz.at(7_000).fire("sla_breach"), E.SlaBreached).payload["deadline"] == biz.now
+    assert one(biz.at(9_000).fire("sla_risk"), E.SlaAtRisk).payload["deadline"] is None
