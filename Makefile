@@ -1,9 +1,9 @@
-# headrace — everyday commands. `make dev` and `make test` are all a newcomer needs.
+# headrace — everyday commands. `make demo` and `make test` are all a newcomer needs.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup test lint dev demo bench
+.PHONY: setup test lint dev demo demo-down bench
 
 # The venv is (re)built when pyproject.toml changes; the stamp keeps `make test` fast.
 $(VENV)/.installed: pyproject.toml
@@ -21,16 +21,21 @@ test: setup
 
 ## lint: ruff (lint + format check) and mypy
 lint: setup
-	$(BIN)/ruff check headrace tests bench
-	$(BIN)/ruff format --check headrace tests bench
+	$(BIN)/ruff check headrace tests examples bench
+	$(BIN)/ruff format --check headrace tests examples bench
 	$(BIN)/mypy headrace
 
-## dev: set up, start a local Kafka on 127.0.0.1:9092 and create every topic
+## dev: set up; a local Kafka on 127.0.0.1:9092, every topic, every headrace service
 dev: setup
 	$(BIN)/headrace dev up
 
-## demo: for now the same as dev (later: the platform plus an example workflow)
-demo: dev
+## demo: set up, start Kafka + every service + the order-processing example, run three orders
+demo: setup
+	$(BIN)/python examples/order-processing/demo.py
+
+## demo-down: stop the demo's processes, every service and Kafka (headrace dev down)
+demo-down: setup
+	$(BIN)/headrace dev down
 
 ## bench: every bench/*.py against HEADRACE_BOOTSTRAP, or the dev Kafka (started if needed)
 bench: setup

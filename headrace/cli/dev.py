@@ -7,6 +7,7 @@ all. ``headrace dev kafka up|down|status`` handles only the broker(s).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -18,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from headrace.dev import ClusterSpec, KafkaCluster
-from headrace.dev.services import SERVICES
+from headrace.dev.services import SERVICES, other_services, services_root
 from headrace.errors import HeadraceError
 from headrace.settings import Settings
 from headrace.topic_admin import ensure_topics
 
-app = typer.Typer(help="Run a local Kafka (and, later, every headrace service) for development.")
+app = typer.Typer(help="Run a local Kafka and every headrace service for development.")
 kafka_app = typer.Typer(help="The local Apache Kafka (KRaft) broker or 3-node cluster.")
 app.add_typer(kafka_app, name="kafka")
 
@@ -188,16 +189,35 @@ def dev_up(brokers: BrokersOpt = None, port: PortOpt = None, folder: DirOpt = No
             err.print(f"[yellow]warning[/] {warning}", highlight=False)
         for service in SERVICES:
             pid = service.start(bound)
-            out.print(f"{service.name}: pid {pid}, log {service.process(bound.home).output}")
+            where = f", {service.health_url()}" if service.http_port() else ""
+            out.print(
+                f"{service.name}: pid {pid}{where}, log {service.process(bound.home).output}",
+                highlight=False,
+            )
     _bootstrap_hint(settings, bootstrap)
 
 
 @app.command("down")
 def dev_down(folder: DirOpt = None, wipe: WipeOpt = False) -> None:
-    """Stop the headrace services (newest first), then Kafka."""
+    """Stop the headrace services (newest first), then Kafka.
+
+    Processes others started beside them under <home>/dev/services (the demo's
+    domain services and worker, `make demo`) are stopped first. `--wipe` also
+    deletes the services' local state (RocksDB), which belongs to Kafka's data.
+    """
     settings = Settings()
     with _reported():
+        for name, proc in other_services(settings.home):
+            if proc.stop():
+                out.print(f"stopped {name}")
         for service in reversed(SERVICES):
             if service.stop(settings):
                 out.print(f"stopped {service.name}")
         _stop_kafka(settings, folder, wipe)
+        if wipe:
+            root = services_root(settings.home)
+            data = sorted(root.glob("*/data")) if root.is_dir() else []
+            for path in data:
+                shutil.rmtree(path, ignore_errors=True)
+            if data:
+                out.print(f"deleted the services' local state in {root}", highlight=False)

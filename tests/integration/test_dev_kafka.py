@@ -25,12 +25,18 @@ from headrace.topology import TOPICS
 pytestmark = pytest.mark.integration
 
 
+_WEB_PORTS = free_port_block(10)  # the services use base+0..+6
+_API_PORT = _WEB_PORTS + 8
+
+
 def headrace(
     *args: str, home: Path, path: str | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a child process with its own HEADRACE_HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
     env.update({"HEADRACE_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"})
+    # `dev up` starts the services too: on ports of their own, not a running dev stack's.
+    env.update({"HEADRACE_DEV_WEB_PORT": str(_WEB_PORTS), "HEADRACE_API_PORT": str(_API_PORT)})
     if path is not None:
         env["PATH"] = path
         env.pop("JAVA_HOME", None)

@@ -23,6 +23,7 @@ ORDER_INPUT = {
         "shipping_address": {"city": "Berlin"},
         "items": [{"sku": "a", "quantity": 1, "price": 120}],
         "customer": {"id": "c-1", "email": "c@example.com"},
+        "payment": {"card": "4242-4242-4242-4242"},
     }
 }
 LOAN_INPUT = {
@@ -56,7 +57,8 @@ def test_order_declined_card_unwinds_the_saga(tmp_path: Path) -> None:
     script = tmp_path / "declined.yaml"
     script.write_text(
         "tasks:\n"
-        "  charge-payment: {error: {code: card.declined, message: no funds}, delay: 2s}\n"
+        "  charge-payment: {error: {code: http.4xx, message: declined, retryable: false},"
+        " delay: 2s}\n"
         "  fraud-check: {result: {score: 5}}\n"
     )
     code, out = _simulate(

@@ -22,6 +22,7 @@ FILES = [
     EXAMPLES / "order-processing" / "order-processing.yaml",
     EXAMPLES / "loan-approval" / "loan-approval.yaml",
     EXAMPLES / "loan-approval" / "kyc-check.yaml",
+    EXAMPLES / "loan-approval" / "loan-servicing.yaml",
 ]
 
 
@@ -48,10 +49,14 @@ def test_the_called_child_workflow_is_shipped_beside_its_parent() -> None:
 def test_order_processing_has_the_saga_pieces() -> None:
     d = load_file(FILES[0])
     assert [t.event_type for t in d.triggers] == ["com.example.order.placed"]
-    assert {s.name for s in d.compensations} == {"refund-payment", "release-inventory"}
+    assert {s.name for s in d.compensations} == {
+        "refund-payment",
+        "release-inventory",
+        "cancel-order",
+    }
     ctx = LintContext(d)
     queues = {loc.step.queue for loc in ctx.located if loc.step.kind == "task"}
-    assert {"http", "payments"} <= queues
+    assert queues == {"http", "orders"}  # the HTTP connector and the SDK worker (worker.py)
 
 
 # -- robustness: any step graph, however wrong, gives findings and never a crash
