@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     )
     home: Path = Field(default_factory=_default_home, description="caches, data dirs, pid files")
     data_dir: Path | None = Field(None, description="RocksDB data of this process")
+    web_host: str = Field(
+        "127.0.0.1",
+        description="bind address of each service's /healthz and /metrics port "
+        "(0.0.0.0 in containers, so probes and scrapers reach it)",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_format: str = Field("json", description="json or text")
     log_level_libraries: str = Field(

@@ -69,7 +69,7 @@ def make_app(
         "table_key_index_size": 100_000,
         "web_enabled": web_port is not None,
         "web_port": web_port or 6066,
-        "web_host": "127.0.0.1",
+        "web_host": settings.web_host,
         "worker_redirect_stdouts": False,
         # A dead worker's partitions move after the session timeout; faust's
         # default (60 s) would stall its runs for a minute after a crash.
