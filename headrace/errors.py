@@ -40,10 +40,19 @@ class ErrorCode(Enum):
     RUN_NOT_FOUND = ("HR-RUN-002", False, "no such run")
     COMMAND_REJECTED = ("HR-RUN-003", False, "a command does not apply to the run's state")
     DRAINING = ("HR-RUN-004", True, "the workflow type or tenant is draining")
+    # approvals
+    APPROVAL_NOT_FOUND = ("HR-APR-001", False, "no such approval request")
+    APPROVAL_CLOSED = ("HR-APR-002", False, "the approval request is no longer pending")
+    APPROVAL_REFUSED = ("HR-APR-003", False, "the engine refused the decision (recorded)")
+    STEP_UP_FAILED = ("HR-APR-004", False, "no valid step-up claim for the decision")
     # tasks
     TASK_FAILED = ("HR-TASK-001", True, "a task attempt failed")
     TASK_TIMED_OUT = ("HR-TASK-002", True, "a task attempt timed out")
     TASK_EXHAUSTED = ("HR-TASK-003", False, "a task used all its attempts")
+    # services talking to each other
+    API_UNAVAILABLE = ("HR-API-001", True, "the query API cannot be reached or answered wrongly")
+    API_BAD_REQUEST = ("HR-API-002", False, "a request to the query API is malformed")
+    VIEW_BEHIND = ("HR-API-003", True, "the query views did not catch up in time")
     INTERNAL = ("HR-INT-001", False, "a bug in headrace; please report it")
 
     def __init__(self, code: str, retryable: bool, meaning: str) -> None:

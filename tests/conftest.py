@@ -10,12 +10,16 @@ stops it at the end. The broker's jars come from the usual cache
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from headrace.dev import ClusterSpec, KafkaCluster, free_port_block
 from headrace.errors import ErrorCode, HeadraceError
@@ -76,6 +80,22 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, topic_prefix: str) -> Settings:
-    """Settings bound to the test broker and this test's topic prefix."""
-    return Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
+    """Settings bound to the test broker and this test's topic prefix.
+
+    The test's topics are deleted afterwards: a broker holds file descriptors for
+    every partition, and a whole suite's worth would exhaust its limit."""
+    yield Settings(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    delete_topics_with_prefix(kafka_bootstrap, topic_prefix)
+
+
+def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=30).values():
+                with contextlib.suppress(KafkaException):
+                    fut.result(30)
+    except KafkaException as exc:  # the broker may be gone with a failed test
+        warnings.warn(f"could not delete the topics of {prefix}: {exc}", stacklevel=1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
 from support import wait_for
 
 from headrace.core.chain import seal
@@ -182,6 +184,21 @@ def read_topic(settings: Settings, topic: str, count: int, timeout: float = 30.0
         consumer.close()
 
 
+def _watermarks(consumer: Any, tp: TopicPartition) -> tuple[int, int]:
+    """Watermarks of ``tp``; a topic created a moment ago may briefly answer
+    NOT_LEADER while its leader is elected, so that one error is retried."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code != KafkaError.NOT_LEADER_FOR_PARTITION or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def topic_size(settings: Settings, topic: str) -> int:
     """How many records ``topic`` holds right now."""
     consumer = make_consumer(settings, f"{settings.topic_prefix}sizer")
@@ -189,7 +206,7 @@ def topic_size(settings: Settings, topic: str) -> int:
         meta = consumer.list_topics(topic, timeout=10)
         total = 0
         for p in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = _watermarks(consumer, TopicPartition(topic, p))
             total += high - low
         return total
     finally:

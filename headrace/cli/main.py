@@ -32,6 +32,14 @@ COMMAND_MODULES: list[str] = [
     "runs",
     "schedule",
     "calendar",
+    "worker",
+    "dlq",
+    "signal",
+    "listing",
+    "control",
+    "drain",
+    "approvals",
+    "sla",
 ]
 
 

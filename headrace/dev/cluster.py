@@ -250,6 +250,11 @@ class KafkaCluster:
             # the reliability tests, and still rides out a GC pause on 2 cores.
             "broker.heartbeat.interval.ms": 1000,
             "broker.session.timeout.ms": 4500,
+            # Every partition holds a few file descriptors until its files are
+            # deleted, 60 s after the topic by default; tests create and delete
+            # thousands of topics against a limit (often 20,000) that a container
+            # may not raise, so let go of them at once.
+            "file.delete.delay.ms": 1000,
         }
         header = "# written by headrace dev kafka; edits are overwritten on the next `up`\n"
         return header + "".join(f"{k}={v}\n" for k, v in props.items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -44,10 +45,33 @@ def pid_alive(pid: int) -> bool:
 _PR_SET_PDEATHSIG = 1
 
 
+# A broker keeps several files open per partition (segments, indexes); a test
+# run or a busy dev box creates thousands of partitions, and the usual limit of a
+# few thousand descriptors then stops the broker ("Too many open files").
+WANTED_OPEN_FILES = 262_144
+
+
+def _raise_open_files() -> None:
+    """Runs in the child between fork and exec: allow many open files (as far as we may)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (max(hard, WANTED_OPEN_FILES), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return
+        except (ValueError, OSError):
+            continue
+
+
 def _die_with_parent() -> None:
     """Runs in the child between fork and exec: ask for SIGKILL when the parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _prepare_child(die_with_parent: bool) -> None:
+    _raise_open_files()
+    if die_with_parent:
+        _die_with_parent()
 
 
 @dataclass
@@ -114,7 +138,7 @@ class Background:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=lambda: _prepare_child(die_with_parent),
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         return self._proc.pid

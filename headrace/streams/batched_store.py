@@ -52,17 +52,59 @@ class BatchedChangelogStore(PartitionStore):
         """Apply ``puts`` and ``deletes`` atomically to RocksDB; queue their changelog records."""
         if not puts and not deletes:
             return
+        self._write_local(partition, puts, deletes)
+        self.pending.extend(self.changelog_records(partition, puts, deletes))
+
+    def _write_local(
+        self,
+        partition: int,
+        puts: Mapping[bytes, bytes] | None,
+        deletes: list[bytes] | tuple[bytes, ...],
+    ) -> None:
         batch = WriteBatch(raw_mode=True)
         for key in deletes:
             batch.delete(key)
         for key, value in (puts or {}).items():
             batch.put(key, value)
         self.db(partition).write(batch)
+
+    # -- changelog first, local write after the acknowledgement ---------------------
+    #
+    # `write` changes RocksDB at once and the changelog later: a worker killed in
+    # between restarts with local state the changelog lacks, which the next
+    # owner of the partition would not have. A service that wants the changelog
+    # to lead takes a write's records with `changelog_records`, produces them,
+    # and applies the write with `write_acked` once Kafka has acknowledged them;
+    # recovery replays records acknowledged but not yet applied. Produce the
+    # batch's outputs *before* its changelog records, never in the same produce:
+    # a produce is not atomic across partitions, and state saying "sent" must not
+    # survive a crash that lost what was sent. Writes must not also go through
+    # `write` meanwhile (one changelog order per partition).
+
+    def changelog_records(
+        self,
+        partition: int,
+        puts: Mapping[bytes, bytes] | None = None,
+        deletes: list[bytes] | tuple[bytes, ...] = (),
+    ) -> list[Outgoing]:
+        """The changelog records of a write of ``puts`` and ``deletes`` to ``partition``."""
         topic = self.changelog_topic
-        self.pending.extend(Outgoing(topic, None, key, partition) for key in deletes)
-        self.pending.extend(
-            Outgoing(topic, value, key, partition) for key, value in (puts or {}).items()
-        )
+        out = [Outgoing(topic, None, key, partition) for key in deletes]
+        out.extend(Outgoing(topic, value, key, partition) for key, value in (puts or {}).items())
+        return out
+
+    def write_acked(
+        self,
+        partition: int,
+        puts: Mapping[bytes, bytes] | None,
+        deletes: list[bytes] | tuple[bytes, ...],
+        records: list[Outgoing],
+        offsets: list[int],
+    ) -> None:
+        """Apply a write whose changelog ``records`` Kafka acknowledged at ``offsets``."""
+        if puts or deletes:
+            self._write_local(partition, puts, deletes)
+        self._persist(records, offsets)
 
     async def flush(self, producer: AsyncProducer, also: list[Outgoing] | None = None) -> None:
         """Produce the queued changelog records (and ``also``); return once they, and every
@@ -85,6 +127,10 @@ class BatchedChangelogStore(PartitionStore):
         except BaseException:
             self.pending[:0] = records  # sent again by the next flush
             raise
+        self._persist(records, offsets)
+
+    def _persist(self, records: list[Outgoing], offsets: list[int]) -> None:
+        """Record the last acknowledged changelog offset of each partition in ``records``."""
         last: dict[int, int] = {}
         for m, off in zip(records, offsets, strict=False):
             assert m.partition is not None

@@ -22,7 +22,9 @@ commands. This is DESIGN.md's "the log is the truth".
 
 A command that cannot be decoded, names an unknown workflow, or makes the
 decider raise goes to ``dlq`` with the reason in headers; the run's state is
-reloaded and no other run is affected.
+reloaded and no other run is affected. So does a ``StartRun`` of a drained
+workflow type or tenant (:mod:`headrace.drain`); a refused ``call`` child is
+reported to its parent as failed.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from headrace.core.decider import State, effects
 from headrace.core.dsl.model import Definition
 from headrace.core.engine import Gap, fold, handle
 from headrace.core.envelope import Command, CommandType, Event
-from headrace.core.outbox import Outgoing, batch_timer_ops, messages_for
+from headrace.core.outbox import Outgoing, batch_timer_ops, command_message, messages_for
 from headrace.definitions import DefinitionCatalog
+from headrace.drain import DrainBook, refused_start_notice
 from headrace.errors import ErrorCode, HeadraceError
 from headrace.settings import Settings
 from headrace.streams import orchestrator_metrics as metrics
@@ -121,6 +124,7 @@ class Orchestrator:
         )
         self.store = BatchedChangelogStore(self.table)
         self.catalog = DefinitionCatalog(settings)
+        self.drains = DrainBook(settings)
         self.producer: AsyncProducer | None = None
         self._crash_point = os.environ.get("HEADRACE_CRASH_POINT") or None
         self._crash_probability = float(os.environ.get("HEADRACE_CRASH_PROBABILITY", "0") or 0)
@@ -137,6 +141,7 @@ class Orchestrator:
         if self.producer is None:
             self.producer = AsyncProducer(self.settings, "headrace-orchestrator")
             self.catalog.start(wait=60.0)
+            self.drains.start(wait=60.0)
 
     async def _on_partitions_revoked(self, sender: Any, revoked: Any = None, **_: Any) -> None:
         for tp in revoked or ():
@@ -220,7 +225,30 @@ class Orchestrator:
         raw = self.store.get(partition, key)
         if raw is None:
             return State.empty()
-        return State.from_bytes(raw)
+        try:
+            return State.from_bytes(raw)
+        except ValueError as exc:
+            # A snapshot this code cannot read (written by another version): the
+            # log is the truth, so fold the run's events from the beginning.
+            log.warning(
+                "snapshot of %s unreadable (%s); rebuilding it from the events log",
+                key.decode(errors="replace"),
+                exc,
+            )
+            return self._rebuild(partition, key)
+
+    def _rebuild(self, partition: int, key: bytes) -> State:
+        """The run's state from its events alone (reads the whole partition: a rare path)."""
+        state = State.empty()
+        for rec in read_partition(self.settings.bootstrap, self.topics.events, partition, 0):
+            if rec.key != key or rec.value is None:
+                continue
+            try:
+                fold(state, decode_event(rec.value))
+            except (Gap, HeadraceError) as exc:
+                log.error("rebuilding %s: %s", key.decode(errors="replace"), exc)
+        metrics.REBUILT.inc()
+        return state
 
     async def _agent(self, stream: Any) -> None:
         await run_batches(
@@ -288,6 +316,9 @@ class Orchestrator:
             sealed = handle(state, command, definition)
         except HeadraceError as exc:
             self._dead_letter(msg, exc, out)
+            notice = refused_start_notice(command, exc.message)
+            if exc.code is ErrorCode.DRAINING and notice is not None:
+                out.effects.append(command_message(notice, self.routing))
             return
         except Exception as exc:
             log.exception("decider failed", extra={"run": command.run_key})
@@ -330,6 +361,7 @@ class Orchestrator:
                 ErrorCode.COMMAND_REJECTED,
                 f"StartRun for {command.run_key} names no workflow (payload.workflow)",
             )
+        self.drains.check(command.tenant, wtype)
         deployed = self.catalog.get(wtype, version)
         if deployed is None:
             raise HeadraceError(
@@ -388,6 +420,7 @@ class Orchestrator:
             if self.producer is not None:
                 self.producer.close()
             self.catalog.stop()
+            self.drains.stop()
 
 
 def _changelog_flushed(task: asyncio.Future[None]) -> None:

@@ -14,6 +14,10 @@ REPLAYED = Counter(
     "headrace_orchestrator_replayed_events_total",
     "Events folded into snapshots during replay after taking a partition",
 )
+REBUILT = Counter(
+    "headrace_orchestrator_rebuilt_snapshots_total",
+    "Run snapshots rebuilt from the events log because they could not be read",
+)
 BATCH_SECONDS = Histogram(
     "headrace_orchestrator_batch_seconds",
     "Time to decide a batch and write its events, effects and snapshots",

@@ -88,3 +88,53 @@ def test_crash_between_event_write_and_snapshot_loses_nothing(
     assert not report.broken, [str(r.report) for r in report.broken]
     for run in report.runs.values():
         assert dict(run.steps_completed) == {"s1": 1, "s2": 1, "s3": 1}
+
+
+def test_an_unreadable_snapshot_is_rebuilt_from_the_events_log(
+    platform: Settings, orchestrators: Callable[..., ServiceProcess]
+) -> None:
+    """A snapshot this version cannot read (say, after a downgrade) is not trusted: the
+    run's events are folded again and the run carries on."""
+    from rocksdict import Options, Rdict
+
+    from headrace.core.codec import decode_event
+    from headrace.core.envelope import Command, CommandType
+    from headrace.core.outbox import command_message
+    from headrace.kafka import make_producer, produce_sync
+
+    deploy_yaml(platform, sequential(2))
+    worker = orchestrators("a").start()
+    ((tenant, run_id),) = start_runs(platform, "seq2", 1, tenants=1)
+    partition = platform.routing.partition(tenant, run_id)
+
+    def scheduled() -> list:
+        recs = read_partition(platform.bootstrap, platform.topics.events, partition, 0)
+        return [e for e in (decode_event(r.value) for r in recs) if e.type.value == "TaskScheduled"]
+
+    (first,) = wait_for(scheduled, 60, "the first task to be scheduled")
+    assert worker.stop() == 0
+
+    db_path = next(worker.workdir.glob(f"data/orchestrator-a/**/runs-{partition}.db"))
+    db = Rdict(str(db_path), Options(raw_mode=True))
+    db[f"{tenant}/{run_id}".encode()] = b"\x7fnot a snapshot"
+    db.close()
+
+    worker.start()
+    done = Command(
+        "complete-1",
+        tenant,
+        run_id,
+        CommandType.CompleteTask,
+        first.time + 1,
+        {"task_id": first.payload["task_id"], "attempt": 1, "result": {"ok": True}},
+    )
+    m = command_message(done, platform.routing)
+    produce_sync(make_producer(platform), m.topic, m.value, key=m.key, partition=m.partition)
+
+    (second,) = wait_for(
+        lambda: [e for e in scheduled() if e.payload["step"] == "s2"], 60, "the second task"
+    )
+    assert second.seq > first.seq
+    report = audit_events(platform)
+    assert not report.broken
+    assert "rebuilding it from the events log" in worker.log_path.read_text()

@@ -29,15 +29,18 @@ Command payloads (what the services send):
 ``CompleteTask``       ``{task_id, result, attempt?}``
 ``FailTask``           ``{task_id, error: {code, message, retryable?, details?}, attempt?}``
 ``TimeoutTask``        ``{task_id, timeout: schedule_to_start | start_to_close | heartbeat}``
+``RedriveTask``        ``{task_id, actor?, reason?}`` — ``task_id`` of a parked (dead-lettered)
+                       attempt
 ``FireTimer``          ``{timer_id}``
-``DeliverSignal``      ``{signal, data, wait_id?, correlation?}``
+``DeliverSignal``      ``{signal, data, wait_id?, correlation?, signal_id?}``
 ``DecideApproval``     ``{approval_id, user, decision: approve | reject, roles?, comment?,
                        data?, step_up?, on_behalf_of?}``
 ``DelegateApproval``   ``{approval_id, user, to, roles?}``
 ``ChildStarted``       ``{child_run_id, version?}``
 ``ChildFinished``      ``{child_run_id, status: completed | failed | cancelled |
                        terminated, output? | error?}``
-``SuspendRun`` ...     ``{reason?}``; ``CancelRun``/``TerminateRun`` also ``{by?}``
+``SuspendRun`` ...     ``{actor?, reason?}`` (also ``ResumeRun``, ``CancelRun``,
+                       ``TerminateRun``; ``by`` is read as ``actor``)
 ``UpdateRunData``      ``{value, into?}`` (placed like a step result, on the main flow)
 ``RecordMarker``       ``{name, data}``
 =====================  ==========================================================
@@ -103,7 +106,13 @@ def _pending(d: Decision, key: str, purpose: str) -> tuple[Flow, object, str] | 
     return flow, d.ix.steps[flow.step].step, id_
 
 
-_SUB_KEY = {"task": "task", "child": "child", "approval": "approval", "signal": "wait"}
+_SUB_KEY = {
+    "task": "task",
+    "parked": "parked",
+    "child": "child",
+    "approval": "approval",
+    "signal": "wait",
+}
 
 
 def _on_task(fn: Callable[..., None]) -> Callable[[Decision], None]:
@@ -196,6 +205,8 @@ _HANDLERS: dict[CommandType, Callable[[Decision], None]] = {
     C.TerminateRun: lifecycle.terminate,
     C.UpdateRunData: lifecycle.update_data,
     C.RecordMarker: lifecycle.marker,
-    C.RedriveTask: _not_supported,
+    # A redrive of a task that is not parked (any more) yields nothing, like any
+    # stale command: it cannot be told from a redelivery of one that applied.
+    C.RedriveTask: _on_pending("task_id", "parked", tasks.redriven),
     C.MigrateRun: _not_supported,
 }

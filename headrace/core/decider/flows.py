@@ -185,10 +185,20 @@ def release(d: Decision, flow: Flow) -> None:
         if type(value) is not str or value not in pending:
             continue
         base = {"flow": flow.id, "step": flow.step}
-        if key == "task":
+        if key in ("task", "parked"):
             d.emit(E.TaskCancelled, {**base, "task_id": value})
         elif key == "wait":
-            d.emit(E.SignalWaitCancelled, {**base, "wait_id": value})
+            step = d.ix.steps[flow.step].step if flow.step in d.ix.steps else None
+            # signal and correlation let the outbox address the cancel like the await
+            d.emit(
+                E.SignalWaitCancelled,
+                {
+                    **base,
+                    "wait_id": value,
+                    "signal": getattr(step, "signal", None),
+                    "correlation": flow.sub.get("correlation"),
+                },
+            )
         elif key == "approval":
             d.emit(E.ApprovalCancelled, {**base, "approval_id": value})
         elif key == "child":

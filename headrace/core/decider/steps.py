@@ -136,17 +136,21 @@ def begin_wait_signal(d: Decision, flow: Flow, step: WaitSignalStep) -> None:
 
 
 def signal_received(d: Decision, flow: Flow, step: WaitSignalStep, wait_id: str) -> None:
-    data = d.command.payload.get("data")
-    d.emit(
-        E.SignalReceived,
-        {
-            "wait_id": wait_id,
-            "flow": flow.id,
-            "step": step.name,
-            "signal": step.signal,
-            "data": data,
-        },
-    )
+    p = d.command.payload
+    data = p.get("data")
+    payload = {
+        "wait_id": wait_id,
+        "flow": flow.id,
+        "step": step.name,
+        "signal": step.signal,
+        "correlation": flow.sub.get("correlation"),
+        "data": data,
+    }
+    # The signal service learns from this (through the wait's cancel) which of the
+    # signals it offered the wait took; the others go back to its buffer.
+    if p.get("signal_id") is not None:
+        payload["signal_id"] = p["signal_id"]
+    d.emit(E.SignalReceived, payload)
     if step.output is not None:
         data = d.evaluate(step.name, "output", data, flow, {"data": flow.data})
     flows.complete_step(d, flow, step, data, step.into)
@@ -154,7 +158,16 @@ def signal_received(d: Decision, flow: Flow, step: WaitSignalStep, wait_id: str)
 
 def signal_timed_out(d: Decision, flow: Flow, step: WaitSignalStep) -> None:
     wait_id = flow.sub.get("wait")
-    d.emit(E.SignalTimedOut, {"wait_id": wait_id, "flow": flow.id, "step": step.name})
+    d.emit(
+        E.SignalTimedOut,
+        {
+            "wait_id": wait_id,
+            "flow": flow.id,
+            "step": step.name,
+            "signal": step.signal,
+            "correlation": flow.sub.get("correlation"),
+        },
+    )
     if step.on_timeout is not None:
         flows.complete_step(d, flow, step, next_=step.on_timeout)
         return
