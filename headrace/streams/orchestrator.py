@@ -42,6 +42,7 @@ from typing import Any
 
 from headrace.core.codec import decode_command, decode_event
 from headrace.core.decider import State, effects
+from headrace.core.decider.state import SnapshotUnreadable
 from headrace.core.dsl.model import Definition
 from headrace.core.engine import Gap, fold, handle
 from headrace.core.envelope import Command, CommandType, Event
@@ -187,6 +188,7 @@ class Orchestrator:
         if not records:
             return 0
         states: dict[bytes, State] = {}
+        broken: set[bytes] = set()
         outgoing: list[Outgoing] = []
         folded = 0
         for rec in records:
@@ -203,7 +205,14 @@ class Orchestrator:
             key = event.run_key.encode()
             state = states.get(key)
             if state is None:
-                state = states[key] = self._load(partition, key)
+                if key in broken:
+                    continue
+                try:
+                    state = states[key] = self._load(partition, key)
+                except HeadraceError as exc:
+                    broken.add(key)
+                    log.error(str(exc), extra={"partition": partition, "offset": rec.offset})
+                    continue
             try:
                 if not fold(state, event):
                     continue
@@ -246,7 +255,13 @@ class Orchestrator:
             try:
                 fold(state, decode_event(rec.value))
             except (Gap, HeadraceError) as exc:
-                log.error("rebuilding %s: %s", key.decode(errors="replace"), exc)
+                # Deciding on a partial history would fork the chain: refuse the
+                # run's commands (they are dead-lettered with this reason).
+                raise HeadraceError(
+                    ErrorCode.CHAIN_BROKEN,
+                    f"run {key.decode(errors='replace')} cannot be rebuilt from the events "
+                    f"log at offset {rec.offset}: {exc}",
+                ) from exc
         metrics.REBUILT.inc()
         return state
 
@@ -304,16 +319,27 @@ class Orchestrator:
         key = command.run_key.encode()
         states = out.states[partition]
         state = states.get(key)
-        if state is None:
-            state = self._load(partition, key)
         try:
-            definition = self._definition_for(state, command)
-            if definition is None:
-                # StartRun for an existing run, or a command for a run that never
-                # started: nothing to do (a redelivery, or a stray).
-                metrics.COMMANDS.labels("ignored").inc()
-                return
-            sealed = handle(state, command, definition)
+            if state is None:
+                state = self._load(partition, key)
+            try:
+                definition = self._definition_for(state, command)
+                if definition is None:
+                    # StartRun for an existing run, or a command for a run that never
+                    # started: nothing to do (a redelivery, or a stray).
+                    metrics.COMMANDS.labels("ignored").inc()
+                    return
+                sealed = handle(state, command, definition)
+            except SnapshotUnreadable as exc:
+                # A flow packed in the snapshot is decoded only when first used:
+                # the state may be half-updated, so rebuild it and decide again.
+                log.warning("run %s: %s; rebuilding it", command.run_key, exc)
+                state = self._rebuild(partition, key)
+                definition = self._definition_for(state, command)
+                if definition is None:
+                    metrics.COMMANDS.labels("ignored").inc()
+                    return
+                sealed = handle(state, command, definition)
         except HeadraceError as exc:
             self._dead_letter(msg, exc, out)
             notice = refused_start_notice(command, exc.message)

@@ -67,6 +67,8 @@ class PartitionStore:
         self, partition: int, start: bytes, stop: bytes | None = None, limit: int | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
         """Items with ``start <= key < stop`` in key order (at most ``limit``)."""
+        if limit is not None and limit <= 0:
+            return
         it = self.db(partition).iter()
         try:
             it.seek(start)

@@ -90,11 +90,26 @@ def test_crash_between_event_write_and_snapshot_loses_nothing(
         assert dict(run.steps_completed) == {"s1": 1, "s2": 1, "s3": 1}
 
 
+def _garbage(raw: bytes) -> bytes:
+    return b"\x7fnot a snapshot"
+
+
+def _corrupt_flows(raw: bytes) -> bytes:
+    """A snapshot whose header loads but whose (lazily decoded) flows do not."""
+    import marshal
+
+    v = marshal.loads(raw[1:])
+    v[11] = {flow: b"\xff" for flow in v[11]}
+    return raw[:1] + marshal.dumps(v, 2)
+
+
+@pytest.mark.parametrize("spoil", [_garbage, _corrupt_flows], ids=["garbage", "flows"])
 def test_an_unreadable_snapshot_is_rebuilt_from_the_events_log(
-    platform: Settings, orchestrators: Callable[..., ServiceProcess]
+    platform: Settings, orchestrators: Callable[..., ServiceProcess], spoil: Callable
 ) -> None:
-    """A snapshot this version cannot read (say, after a downgrade) is not trusted: the
-    run's events are folded again and the run carries on."""
+    """A snapshot this version cannot read (say, after a downgrade or a bad disk) is not
+    trusted: the run's events are folded again and the run carries on — also when only a
+    flow inside it, decoded when the command first uses it, is unreadable."""
     from rocksdict import Options, Rdict
 
     from headrace.core.codec import decode_event
@@ -116,7 +131,8 @@ def test_an_unreadable_snapshot_is_rebuilt_from_the_events_log(
 
     db_path = next(worker.workdir.glob(f"data/orchestrator-a/**/runs-{partition}.db"))
     db = Rdict(str(db_path), Options(raw_mode=True))
-    db[f"{tenant}/{run_id}".encode()] = b"\x7fnot a snapshot"
+    key = f"{tenant}/{run_id}".encode()
+    db[key] = spoil(bytes(db[key]))
     db.close()
 
     worker.start()
@@ -137,4 +153,4 @@ def test_an_unreadable_snapshot_is_rebuilt_from_the_events_log(
     assert second.seq > first.seq
     report = audit_events(platform)
     assert not report.broken
-    assert "rebuilding it from the events log" in worker.log_path.read_text()
+    assert "rebuilding it" in worker.log_path.read_text()

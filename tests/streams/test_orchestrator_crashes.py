@@ -62,8 +62,18 @@ def test_kill_workers_at_random_moments(
             victim.start(
                 {"HEADRACE_CRASH_POINT": "after-events", "HEADRACE_CRASH_PROBABILITY": "1"}
             )
-            runs += start_runs(platform, "seq5", 20, tag=f"h{kills}")
-            wait_for(lambda v=victim: not v.alive, 60, "the hooked worker to crash itself")
+            # It needs partitions before it can take work: under load the group may
+            # settle slowly, so give it a fresh wave now and then until it dies.
+            for wave in range(6):
+                runs += start_runs(platform, "seq5", 20, tag=f"h{kills}-{wave}")
+                try:
+                    wait_for(lambda v=victim: not v.alive, 20, "the hooked worker to crash itself")
+                    break
+                except AssertionError:
+                    continue
+            assert not victim.alive, "the hooked worker never crashed; its log ends:\n" + "\n".join(
+                victim.log_path.read_text().splitlines()[-30:]
+            )
             victim.start()
         else:
             victim.start()

@@ -161,6 +161,11 @@ class Flow:
         return marshal.dumps(self.to_list(), _MARSHAL_VERSION)
 
 
+class SnapshotUnreadable(ValueError):
+    """A snapshot (or a flow packed in it, decoded lazily) this code cannot read:
+    the run's state must be rebuilt from its events."""
+
+
 class PackedFlow(Flow):
     """A flow loaded from a snapshot and not decoded yet: only its segment is set.
 
@@ -179,7 +184,7 @@ class PackedFlow(Flow):
         try:
             v = marshal.loads(self._segment)
         except (EOFError, ValueError, TypeError) as exc:
-            raise ValueError(
+            raise SnapshotUnreadable(
                 f"a flow of the run snapshot does not load ({exc}); replay the run's events"
             ) from None
         self.__class__ = Flow  # type: ignore[assignment]
