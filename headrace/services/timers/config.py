@@ -28,3 +28,8 @@ class TimerSettings(BaseSettings):
         20_000, ge=0, description="count at most this many due timers for the backlog gauge"
     )
     schedule_tick: float = Field(0.25, gt=0, description="how often schedules are evaluated (s)")
+    schedule_probe: bool = Field(
+        True,
+        description="ask the query API (HEADRACE_API_URL) whether a schedule's last run still "
+        "runs, for the skip and buffer_one overlap policies",
+    )

@@ -12,6 +12,7 @@ produces the same events again, which the router collapses by source + id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ RunProbe = Callable[[ScheduleSpec, str], bool | None]
 
 
 def unknown(spec: ScheduleSpec, run_id: str) -> bool | None:
-    """The platform has no query model of run status yet (the api issue builds one)."""
+    """Nobody can tell (a timer service run without the query API's probe)."""
     return None
 
 
@@ -94,8 +95,8 @@ class Scheduler:
     async def _one(self, partition: int, spec: ScheduleSpec, now: int) -> int:
         key = state_key(spec.name)
         state = ScheduleState.decode(self.store.get(partition, key))
-        running = self.probe(spec, state.last_run) if state and state.last_run else False
-        p = plan(
+        decide = functools.partial(
+            plan,
             name=spec.name,
             cron=spec.cron,
             timezone=spec.timezone,
@@ -105,8 +106,15 @@ class Scheduler:
             updated_at=spec.updated_at,
             state=state,
             now=now,
-            running=running,
         )
+        p = decide(running=False)
+        if p.fires and spec.overlap.value != "allow" and state and state.last_run:
+            # Something is due and the policy cares whether the last run still
+            # runs: ask (off the event loop; the probe may do I/O), decide again.
+            loop = asyncio.get_running_loop()
+            running = await loop.run_in_executor(None, self.probe, spec, state.last_run)
+            if running is not False:
+                p = decide(running=running)
         if p.state is None:
             return 0
         if p.fires:

@@ -39,7 +39,8 @@ from headrace.services.timers.calendars import CalendarBook
 from headrace.services.timers.config import TimerSettings
 from headrace.services.timers.firing import Firer
 from headrace.services.timers.messages import TimerOp, due_of, parse_ops
-from headrace.services.timers.scheduler import Scheduler
+from headrace.services.timers.run_probe import ApiRunProbe
+from headrace.services.timers.scheduler import Scheduler, unknown
 from headrace.services.timers.schedules import ScheduleBook
 from headrace.services.timers.store import WheelStore
 from headrace.services.timers.wheel import Frozen, TimerRecord, Wheel, WheelBatch
@@ -97,6 +98,7 @@ class TimerService:
             self._producer,
             self.flush,
             tick=self.config.schedule_tick,
+            probe=ApiRunProbe() if self.config.schedule_probe else unknown,
         )
         self._warned: dict[str, float] = {}
         self._caught_up: dict[str, float] = {}
