@@ -49,6 +49,7 @@ class ErrorCode(Enum):
     TASK_FAILED = ("HR-TASK-001", True, "a task attempt failed")
     TASK_TIMED_OUT = ("HR-TASK-002", True, "a task attempt timed out")
     TASK_EXHAUSTED = ("HR-TASK-003", False, "a task used all its attempts")
+    DLQ_ENTRY_NOT_FOUND = ("HR-TASK-004", False, "no such entry in the task DLQs")
     # services talking to each other
     API_UNAVAILABLE = ("HR-API-001", True, "the query API cannot be reached or answered wrongly")
     API_BAD_REQUEST = ("HR-API-002", False, "a request to the query API is malformed")

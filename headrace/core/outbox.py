@@ -154,6 +154,8 @@ def messages_for(effects: Iterable[Effect], routing: Routing) -> list[Outgoing]:
                     "idempotency_key": e.idempotency_key,
                     "config": e.config,
                 }
+                if e.traceparent is not None:
+                    body["traceparent"] = e.traceparent
                 out.append(
                     _json(t.task_requests, "schedule", body, key, routing.partition(*_run(e)))
                 )

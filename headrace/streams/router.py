@@ -36,6 +36,7 @@ from headrace.errors import ErrorCode
 from headrace.kafka import make_consumer, make_producer
 from headrace.logs import configure
 from headrace.settings import Settings
+from headrace.streams.producer import is_permanent
 from headrace.streams.routes import Definitions, Drains, IngressRecord, Routes
 
 log = logging.getLogger("headrace.router")
@@ -237,7 +238,7 @@ class Router:
                 log.error("producer failed fatally (%s); starting a new one", err)
                 self._producer = self._new_producer()
                 return None
-            if not _permanent(err):
+            if not is_permanent(err):
                 retry = True
         if retry:
             log.warning("produce failed, batch will be retried: %s", failures[:1])
@@ -263,22 +264,6 @@ class Router:
 
     def _new_producer(self) -> Producer:
         return make_producer(self.settings, self.client_id, linger_ms=1)
-
-
-_PERMANENT = frozenset(
-    {
-        KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError.INVALID_MSG_SIZE,
-        KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.INVALID_RECORD,
-        KafkaError.INVALID_MSG,
-    }
-)
-
-
-def _permanent(err: KafkaError) -> bool:
-    """Errors about the message itself, which no retry fixes: its record goes to the DLQ."""
-    return err.code() in _PERMANENT
 
 
 def run_router(

@@ -41,6 +41,7 @@ class ScheduleTask(Effect):
     retry: dict[str, Any]
     idempotency_key: str
     config: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None  # the TaskScheduled event's: the worker continues the trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,7 @@ def _schedule(ev: Event, p: dict[str, Any]) -> list[Effect]:
             retry=p["retry"],
             idempotency_key=ev.idempotency_key or "",
             config=p.get("config") or {},
+            traceparent=ev.traceparent,
         )
     ]
 

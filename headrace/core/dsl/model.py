@@ -187,6 +187,24 @@ class StepBase(_Strict):
     sla: Sla | None = Field(None, description="deadline for this step")
 
 
+_RESERVED_QUEUE_SUFFIX = re.compile(r"\.(p[0-9]|dlq)$")
+
+
+def _queue_name(v: Any) -> Any:
+    """Refuse queue names whose topics would be another queue's band or DLQ topic."""
+    if isinstance(v, str):
+        m = _RESERVED_QUEUE_SUFFIX.search(v)
+        if m is not None:
+            base = v[: m.start()]
+            what = "the DLQ" if m.group(1) == "dlq" else f"the priority-{m.group(1)[1]} band"
+            raise ValueError(
+                f"queue {v!r} ends in '{m.group(0)}': its topic tasks.{v} would be {what} of "
+                f"queue {base!r} — a queue name may not end in '.p<digit>' or '.dlq'; rename "
+                f"it (e.g. {base + '-' + m.group(1)!r})"
+            )
+    return v
+
+
 class TaskStep(StepBase):
     """Hand work to a domain service through ``tasks.<queue>``."""
 
@@ -195,6 +213,7 @@ class TaskStep(StepBase):
         pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
         description="task queue: workers read `tasks.<queue>`; `http` etc. are built-in connectors",
     )
+    _v_queue = field_validator("queue")(classmethod(lambda cls, v: _queue_name(v)))
     input: Expr | None = Field(None, description="jq over run data → task input (default `.`)")
     output: Expr | None = Field(None, description="jq over the result (`.`), `$data` = run data")
     into: str | None = Field(None, description="data path for the (mapped) result")

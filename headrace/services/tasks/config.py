@@ -25,3 +25,10 @@ class TaskSettings(BaseSettings):
         2000, ge=1, description="most deadlines (timeouts, purges) handled per round"
     )
     idle_tick: float = Field(1.0, gt=0, description="longest sleep of the deadline loop (s)")
+    ensure_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="seconds to keep retrying the creation of a new queue's topics when Kafka "
+        "fails in a way that may pass; after that (or at once, when it cannot pass) the "
+        "requests for that queue go to `dlq`",
+    )

@@ -145,33 +145,44 @@ def fold(values: Iterable[bytes | None]) -> dict[str, Entry]:
 # -- operations (``headrace dlq``) ------------------------------------------------------
 
 
-def dlq_topics(settings: Settings, queue: str | None = None) -> list[str]:
-    """The task DLQ topics that exist (of one queue, or of all)."""
+def dlq_topics(settings: Settings, queue: str | None = None) -> dict[str, int]:
+    """The task DLQ topics that exist (of one queue, or of all), with their partition counts."""
     meta = make_admin(settings).list_topics(timeout=10.0)
     head = f"{settings.topic_prefix}tasks."
-    found = sorted(n for n in meta.topics if n.startswith(head) and n.endswith(".dlq"))
+    found = {
+        name: len(t.partitions)
+        for name, t in sorted(meta.topics.items())
+        if name.startswith(head) and name.endswith(".dlq")
+    }
     if queue is None:
         return found
     wanted = settings.topics.tasks_dlq(queue)
-    return [wanted] if wanted in found else []
+    return {wanted: found[wanted]} if wanted in found else {}
 
 
 def read_entries(settings: Settings, queue: str | None = None) -> dict[str, Entry]:
-    """Every entry of the task DLQs (of ``queue``, or of every queue), by id."""
+    """Every entry of the task DLQs (of ``queue``, or of every queue), by id, oldest first.
+
+    The task service makes a DLQ with one partition, but one made by hand (or
+    grown since) may have more: every partition is read. An entry's records
+    share its key, hence a partition, so each partition folds on its own.
+    """
     entries: dict[str, Entry] = {}
-    for topic in dlq_topics(settings, queue):
-        values = (r.value for r in read_partition(settings.bootstrap, topic, 0))
-        entries.update(fold(values))
-    return entries
+    for topic, partitions in dlq_topics(settings, queue).items():
+        for partition in range(partitions):
+            values = (r.value for r in read_partition(settings.bootstrap, topic, partition))
+            entries.update(fold(values))
+    ordered = sorted(entries.values(), key=lambda e: int(e.record.get("time") or 0))
+    return {e.id: e for e in ordered}
 
 
 def find(settings: Settings, entry_id: str, queue: str | None = None) -> Entry:
-    """The entry ``entry_id``; ``HeadraceError`` (RUN_NOT_FOUND) if no DLQ holds it."""
+    """The entry ``entry_id``; ``HeadraceError`` (DLQ_ENTRY_NOT_FOUND) if no DLQ holds it."""
     entry = read_entries(settings, queue).get(entry_id)
     if entry is None:
         where = f"tasks.{queue}.dlq" if queue else "any task DLQ"
         raise HeadraceError(
-            ErrorCode.RUN_NOT_FOUND,
+            ErrorCode.DLQ_ENTRY_NOT_FOUND,
             f"no entry {entry_id!r} in {where} — `headrace dlq list` shows the entry ids "
             "(the task id of each dead attempt)",
         )

@@ -59,11 +59,17 @@ class Store(Protocol):
 
 
 class View:
-    """One partition's records, with a batch's writes overlaid until :meth:`commit`."""
+    """One partition's records, with a batch's writes overlaid until :meth:`commit`.
 
-    def __init__(self, store: Store, partition: int) -> None:
+    A view over another view (:meth:`scratch`) collects one message's writes on
+    top of the batch's; :meth:`merge` takes them into the batch once the whole
+    message went through, so a message that fails half-way leaves nothing.
+    """
+
+    def __init__(self, store: Store, partition: int, parent: View | None = None) -> None:
         self.store = store
         self.partition = partition
+        self.parent = parent
         self.puts: dict[bytes, bytes] = {}
         self.deletes: dict[bytes, None] = {}
 
@@ -72,6 +78,8 @@ class View:
             return self.puts[key]
         if key in self.deletes:
             return None
+        if self.parent is not None:
+            return self.parent.get(key)
         return self.store.get(self.partition, key)
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -82,12 +90,24 @@ class View:
         self.puts.pop(key, None)
         self.deletes[key] = None
 
+    def scratch(self) -> View:
+        """An empty overlay on this view, for one message's writes."""
+        return View(self.store, self.partition, self)
+
+    def merge(self, child: View) -> None:
+        """Take the writes of ``child`` (an overlay from :meth:`scratch`) into this view."""
+        for key in child.deletes:
+            self.delete(key)
+        for key, value in child.puts.items():
+            self.put(key, value)
+
     def task(self, task_id: str) -> TaskRecord | None:
         raw = self.get(task_key(task_id))
         return None if raw is None else TaskRecord.from_bytes(raw)
 
-    def history(self, idempotency_key: str) -> History:
-        raw = self.get(history_key(idempotency_key))
+    def history(self, key: bytes) -> History:
+        """The step visit's history at ``key`` (:func:`history_key`; empty if none)."""
+        raw = self.get(key)
         return History() if raw is None else History.from_bytes(raw)
 
     def commit(self) -> None:
@@ -135,14 +155,15 @@ class Lifecycle:
             return
         key = req["idempotency_key"]
         queue = req["queue"]
-        history = view.history(key)
+        hkey = history_key(req["tenant"], req["run_id"], req["step"], key)
+        history = view.history(hkey)
         if history.parked is not None:
             # The run redrove the parked task: this is attempt 1 of a fresh budget.
             redriven = dlq.status(self.topics, queue, history.parked, dlq.REDRIVEN, now)
             out.dead_letter(queue, redriven)
             self._unpark(view, history.parked)
             history.parked = None
-            view.put(history_key(key), history.to_bytes())
+            view.put(hkey, history.to_bytes())
         priority = int(req.get("priority", 5))
         rec = TaskRecord(
             task_id=task_id,
@@ -186,7 +207,7 @@ class Lifecycle:
         else:
             metrics.DUPLICATE_REQUESTS.labels("cancel").inc()
             return
-        view.delete(history_key(rec.idempotency_key))
+        view.delete(rec.history_key)
 
     # -- task-results --------------------------------------------------------------
 
@@ -212,7 +233,7 @@ class Lifecycle:
                 payload = {"task_id": rec.task_id, "attempt": rec.attempt, "result": r.output}
                 out.commands.append(_command(rec, CommandType.CompleteTask, payload, now))
                 self._end(view, rec, COMPLETED, now, r.worker)
-                view.delete(history_key(rec.idempotency_key))
+                view.delete(rec.history_key)
             case ResultKind.FAILED:
                 assert r.error is not None  # decode_result checks it
                 err = r.error.to_json()
@@ -293,8 +314,8 @@ class Lifecycle:
             code,
             retryable,
         )
-        hkey = history_key(rec.idempotency_key)
-        history = view.history(rec.idempotency_key)
+        hkey = rec.history_key
+        history = view.history(hkey)
         history.attempts.append(rec.summary())
         if final is None:
             view.put(hkey, history.to_bytes())

@@ -4,9 +4,12 @@ Layout of a partition's database (keys are bytes; ``|`` is concatenation):
 
 ``t | task id`` → :class:`TaskRecord` (JSON)
     one attempt's lifecycle: state, lease owner, times, deadline, outcome;
-``h | idempotency key`` → :class:`History` (JSON)
+``h | ["tenant", "run id", "step", "idempotency key"]`` → :class:`History` (JSON)
     the finished attempts of one step visit, for the DLQ entry — kept until
-    the step visit is over (completed, failed for good, cancelled);
+    the step visit is over (completed, failed for good, cancelled). Keyed by
+    the run and step as well as the idempotency key: a step's
+    ``idempotency_key`` expression may give several runs the same key, and
+    their histories (and parked entries) must stay apart;
 ``d | deadline (8 bytes, big-endian ms) | task id`` → deadline kind
     the due-time index the deadline loop scans in order: the attempt's next
     timeout (``schedule_to_start``, ``start_to_close``, ``heartbeat``), or
@@ -48,8 +51,10 @@ def task_key(task_id: str) -> bytes:
     return TASK + task_id.encode()
 
 
-def history_key(idempotency_key: str) -> bytes:
-    return HISTORY + idempotency_key.encode()
+def history_key(tenant: str, run_id: str, step: str, idempotency_key: str) -> bytes:
+    """The key of one step visit's history (a JSON array: unambiguous whatever the parts hold)."""
+    parts = [tenant, run_id, step, idempotency_key]
+    return HISTORY + json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def due_key(due: int, task_id: str) -> bytes:
@@ -106,6 +111,11 @@ class TaskRecord:
     @property
     def live(self) -> bool:
         return self.state in LIVE
+
+    @property
+    def history_key(self) -> bytes:
+        """The key of its step visit's :class:`History`."""
+        return history_key(self.tenant, self.run_id, self.step, self.idempotency_key)
 
     def next_deadline(self) -> tuple[int, str] | None:
         """The attempt's earliest timeout from its current state (None: it has none)."""

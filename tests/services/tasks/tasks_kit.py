@@ -23,9 +23,8 @@ from headrace.dev import free_port_block
 from headrace.errors import HeadraceError
 from headrace.history import read_run
 from headrace.kafka import flush, make_producer
-from headrace.services.tasks.dlq import Entry, fold
+from headrace.services.tasks.dlq import Entry, read_entries
 from headrace.settings import Settings
-from headrace.streams.partition_reader import read_partition
 
 RAW_WORKER = Path(__file__).with_name("raw_worker.py")
 TENANT = "acme"
@@ -213,9 +212,8 @@ def wait_event(
 
 
 def dlq_entries(settings: Settings, queue: str) -> dict[str, Entry]:
-    topic = settings.topics.tasks_dlq(queue)
+    """The entries of the queue's DLQ, every partition (empty while it does not exist)."""
     try:
-        values = [r.value for r in read_partition(settings.bootstrap, topic, 0, timeout=10)]
+        return read_entries(settings, queue)
     except Exception:
         return {}
-    return fold(values)

@@ -85,7 +85,7 @@ class Tasks:
             "op": "schedule",
             "task_id": task_id,
             "tenant": "acme",
-            "run_id": "r1",
+            "run_id": kw.pop("run_id", "r1"),
             "workflow_type": "order",
             "step": "charge",
             "attempt": kw.pop("attempt", 1),
@@ -97,8 +97,9 @@ class Tasks:
                 {"schedule_to_start_ms": 1000, "start_to_close_ms": 5000, "heartbeat_ms": 2000},
             ),
             "retry": {"max_attempts": 2, "non_retryable": ["bad"], **kw.pop("retry", {})},
-            "idempotency_key": "r1/charge",
+            "idempotency_key": kw.pop("idempotency_key", "r1/charge"),
             "config": {},
+            **kw,
         }
         self._batch(self.life.schedule, req, now=now)
         return self.out
@@ -135,8 +136,8 @@ class Tasks:
     def record(self, task_id: str = "r1:3") -> Any:
         return View(self.store, 3).task(task_id)
 
-    def history(self) -> Any:
-        raw = self.store.get(3, history_key("r1/charge"))
+    def history(self, run_id: str = "r1", key: str = "r1/charge") -> Any:
+        raw = self.store.get(3, history_key("acme", run_id, "charge", key))
         return None if raw is None else json.loads(raw)
 
 
@@ -310,3 +311,34 @@ def test_deadlines_time_attempts_out_in_order(tasks: Tasks) -> None:
     assert [p["timeout"] for _, p in commands(out)] == ["heartbeat"]
     entry = json.loads(out.dlq[0].value or b"")  # the second of two attempts: exhausted
     assert entry["error"]["code"] == "timeout" and len(entry["attempts"]) == 2
+
+
+def test_runs_sharing_a_custom_idempotency_key_keep_their_histories_apart(tasks: Tasks) -> None:
+    # Two runs whose step sets `idempotency_key: .order_id` to the same value.
+    park = {"max_attempts": 1, "on_exhausted": "park"}
+    tasks.schedule("a:3", run_id="run-a", idempotency_key="order-7", retry=park)
+    tasks.fail("a:3")
+    assert json.loads(tasks.out.dlq[0].value or b"")["parked"] is True
+    assert tasks.history("run-a", "order-7")["parked"] == "a:3"
+
+    out = tasks.schedule("b:3", run_id="run-b", idempotency_key="order-7", retry=park)
+    assert out.dlq == []  # run B's first attempt is no redrive of run A's parked task
+    assert tasks.record("a:3").parked and tasks.history("run-a", "order-7")["parked"] == "a:3"
+    assert tasks.history("run-b", "order-7") is None
+
+    tasks.fail("b:3")  # run B's history holds run B's attempts only
+    entry = json.loads(tasks.out.dlq[0].value or b"")
+    assert [a["task_id"] for a in entry["attempts"]] == ["b:3"]
+    tasks.result(ResultKind.COMPLETED, "b:3")  # stale (finished): changes nothing
+    tasks.schedule("a:9", run_id="run-a", idempotency_key="order-7", retry=park)
+    (redriven,) = tasks.out.dlq  # run A's redrive finds its own parked entry
+    assert json.loads(redriven.value or b"")["id"] == "a:3"
+    assert tasks.record("b:3").parked
+
+
+def test_the_request_traceparent_reaches_the_dispatch_and_the_commands(tasks: Tasks) -> None:
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    (d,) = tasks.schedule(traceparent=tp).dispatches
+    assert d.traceparent == tp
+    tasks.result(ResultKind.STARTED)
+    assert [c.traceparent for c in tasks.out.commands] == [tp]
