@@ -61,6 +61,7 @@ class ArmTimer(Effect):
     due: int | None
     business: dict[str, Any] | None
     deadline: int | None = None
+    traceparent: str | None = None  # the arming event's: a retry or timeout continues the trace
 
     @property
     def fire(self) -> Command:
@@ -75,6 +76,7 @@ class ArmTimer(Effect):
             type=CommandType.FireTimer,
             time=self.due or 0,
             payload=payload,
+            traceparent=self.traceparent,
         )
 
 
@@ -223,6 +225,7 @@ def _arm(ev: Event, p: dict[str, Any]) -> list[Effect]:
             due=p.get("due"),
             business=p.get("business"),
             deadline=p.get("deadline"),
+            traceparent=ev.traceparent,
         )
     ]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from decider_kit import Run, definition, of, one, simulate, task, types
 
 from headrace.core.decider.effects import ArmTimer, AwaitSignal, StartChild, effects
@@ -205,3 +207,14 @@ def test_spawn_starts_a_child_and_goes_on() -> None:
     assert types(run.events)[-2:] == ["StepStarted", "TaskScheduled"]
     run.complete("next")
     assert run.state.outcome == {"child": spawned.payload["child_run_id"]}
+
+
+def test_a_timer_fire_command_continues_the_arming_events_trace() -> None:
+    run = Run(definition({"name": "w", "kind": "wait", "duration": "1h"}, task("after")))
+    armed = one(run.events, E.TimerArmed)
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    (effect,) = effects(replace(armed, traceparent=tp))
+    assert isinstance(effect, ArmTimer)
+    assert effect.fire.traceparent == tp
+    (untraced,) = effects(replace(armed, traceparent=None))
+    assert isinstance(untraced, ArmTimer) and untraced.fire.traceparent is None
