@@ -79,7 +79,9 @@ def serve_http(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", help="HTTP calls in flight at once")
     ] = None,
-    web_port: Annotated[int, typer.Option("--web-port", help="port of /metrics (0: none)")] = 6071,
+    web_port: Annotated[
+        int, typer.Option("--web-port", help="port of /metrics and /healthz (0: none)")
+    ] = 6071,
 ) -> None:
     """The HTTP connector: tasks on queue `http` become HTTP calls (docs/connectors/http.md).
 

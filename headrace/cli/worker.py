@@ -15,7 +15,8 @@ app = typer.Typer(help="Run task workers written with headrace.sdk.", no_args_is
 
 
 def load_worker(spec: str) -> Any:
-    """The :class:`~headrace.sdk.Worker` named by ``module:attribute`` (a factory is called)."""
+    """The :class:`~headrace.sdk.Worker` named by ``module:attribute`` (a factory is called;
+    a class is refused — it is not a worker, and calling it would not make the intended one)."""
     from headrace.sdk import Worker
 
     module_name, sep, attr = spec.partition(":")
@@ -43,6 +44,15 @@ def load_worker(spec: str) -> Any:
                 f"module {module_name!r} has no attribute {attr!r} — name the Worker object "
                 "(e.g. 'worker = Worker(queues=[...])')",
             ) from None
+    if isinstance(obj, type):
+        # Calling a class would build a worker with no queues (or something else entirely).
+        what = "the Worker class" if issubclass(obj, Worker) else "the class"
+        raise HeadraceError(
+            ErrorCode.CONFIG_INVALID,
+            f"{spec} must name a Worker instance, got {what} {obj.__module__}.{obj.__qualname__} "
+            "— name the object (e.g. 'worker = Worker(queues=[...])') or a function that "
+            "returns one",
+        )
     if not isinstance(obj, Worker) and callable(obj):
         obj = obj()
     if not isinstance(obj, Worker):
@@ -60,7 +70,11 @@ def run(
         int | None, typer.Option("--concurrency", "-c", help="task attempts run at once")
     ] = None,
     metrics_port: Annotated[
-        int, typer.Option("--metrics-port", help="serve /metrics on this port (0: none)")
+        int,
+        typer.Option(
+            "--metrics-port",
+            help="serve /metrics and /healthz on this port of HEADRACE_WEB_HOST (0: none)",
+        ),
     ] = 0,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT, then drain (finish running tasks, commit, leave)."""

@@ -7,6 +7,11 @@ runs, and reports exactly one ``completed`` or ``failed``. When Kafka
 acknowledges that report, the dispatch's offset is released for commit — and
 of any duplicate delivery of the same attempt that arrived meanwhile, which
 joins the running attempt instead of running again.
+
+A report Kafka refuses for good never holds its partition back: one too large
+for a Kafka message becomes a small non-retryable ``worker.output_too_large``
+failure, and any other permanent refusal releases the dispatch unanswered (the
+task service's timeout then retries the task).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, Message
 
 from headrace.core.task_codec import (
     DispatchKind,
@@ -39,13 +44,14 @@ from headrace.sdk.errors import Failure, Retryable, failure_of
 from headrace.sdk.fetcher import Fetched
 from headrace.sdk.handlers import Handler, Handlers
 from headrace.sdk.offsets import PartitionOffsets
-from headrace.sdk.results import ResultSender
+from headrace.sdk.results import ResultSender, too_large
 from headrace.sdk.slots import Slots
 from headrace.settings import Settings
 
 log = logging.getLogger("headrace.sdk.worker")
 
 _RECENT = 10_000  # answered attempts remembered, to skip redelivered dispatches
+OUTPUT_TOO_LARGE = "worker.output_too_large"
 
 
 def _now_ms() -> int:
@@ -130,6 +136,18 @@ class Attempts:
             ("headrace-source-offset", str(offset).encode()),
             ("headrace-service", b"worker"),
         ]
+
+        def refused(err: KafkaError) -> None:
+            # Holding the offset would stop the partition's commits for good.
+            log.error(
+                "Kafka refused the dead letter of %s[%d]@%d for good (%s); skipping the record",
+                topic,
+                msg.partition(),
+                offset,
+                err.str(),
+            )
+            offsets.finish(offset)
+
         self._sender.send(
             self.settings.topics.dlq,
             msg.value(),
@@ -137,6 +155,7 @@ class Attempts:
             None,
             headers=headers,
             acked=lambda: offsets.finish(offset),
+            refused=refused,
             what=f"dead letter of {topic}@{offset}",
         )
 
@@ -188,7 +207,12 @@ class Attempts:
             metrics.IN_FLIGHT.dec()
             metrics.of_queue(d.queue).seconds.observe(time.perf_counter() - t0)
             self._slots.give(1)
-        self._report_final(run, result)
+        try:
+            self._report_final(run, result)
+        except Exception:
+            # Unanswered but released: a stuck dispatch would stop its partition's commits.
+            log.exception("the final report of task %s could not be sent", d.task_id)
+            self._release(run)
 
     async def _call(self, handler: Handler | None, d: TaskDispatch, ctx: TaskContext) -> TaskResult:
         try:
@@ -260,6 +284,74 @@ class Attempts:
                 ),
             )
             value = encode_result(result)
+        self._send_final(run, result, value)
+
+    def _send_final(self, run: _Running, result: TaskResult, value: bytes) -> None:
+        d = run.fetched.dispatch
+        loop = self._loop
+        size = len(value)
+
+        def acked() -> None:  # on the producer's thread
+            loop.call_soon_threadsafe(self._acked, run, result)
+
+        def refused(err: KafkaError) -> None:  # on the producer's thread, or this one
+            loop.call_soon_threadsafe(self._refused, run, result, size, err)
+
+        self._sender.send(
+            d.result_topic,
+            value,
+            d.result_key,
+            d.result_partition,
+            acked=acked,
+            refused=refused,
+            what=f"{result.kind.value} of task {d.task_id}",
+        )
+
+    def _refused(self, run: _Running, result: TaskResult, size: int, err: KafkaError) -> None:
+        """Kafka will never take this final report: send a small failure instead, or give up."""
+        d = run.fetched.dispatch
+        if too_large(err) and (result.error is None or result.error.code != OUTPUT_TOO_LARGE):
+            limit = self._sender.max_message_bytes
+            by = (
+                f"the worker's limit of {limit} bytes"
+                if size > limit
+                else "the topic's max.message.bytes on the broker"
+            )
+            log.warning(
+                "the %s of task %s is %d bytes, over %s; reporting %s instead",
+                result.kind.value,
+                d.task_id,
+                size,
+                by,
+                OUTPUT_TOO_LARGE,
+            )
+            small = self._failed(
+                d,
+                Failure(
+                    OUTPUT_TOO_LARGE,
+                    f"the {result.kind.value} report of step {d.step!r} is {size} bytes (its "
+                    f"output or error details); a Kafka message holds at most {limit} bytes "
+                    f"here ({by} refused it) — return less, e.g. store the data elsewhere and "
+                    "return a reference to it",
+                    False,
+                    {"size_bytes": size, "limit_bytes": limit},
+                ),
+            )
+            self._send_final(run, small, encode_result(small))
+            return
+        log.error(
+            "Kafka refused the %s of task %s attempt %d for good (%s); releasing its dispatch "
+            "unanswered — the task service's timeout retries the task",
+            result.kind.value,
+            d.task_id,
+            d.attempt,
+            err.str(),
+        )
+        self._release(run)
+
+    def _acked(self, run: _Running, result: TaskResult) -> None:
+        """The final report is on Kafka: count it, release the attempt."""
+        d = run.fetched.dispatch
         if result.error is None:
             metrics.of_queue(d.queue).completed.inc()
         else:
@@ -268,23 +360,12 @@ class Attempts:
             metrics.FAILURES.labels(
                 d.queue, result.error.code, str(result.error.retryable).lower()
             ).inc()
+        self._release(run)
+
+    def _release(self, run: _Running) -> None:
+        """The attempt is over: release the offsets of every delivery of it."""
+        d = run.fetched.dispatch
         key = (d.task_id, d.attempt)
-        loop = self._loop
-
-        def acked() -> None:  # on the producer's thread
-            loop.call_soon_threadsafe(self._acked, key, run)
-
-        self._sender.send(
-            d.result_topic,
-            value,
-            d.result_key,
-            d.result_partition,
-            acked=acked,
-            what=f"{result.kind.value} of task {d.task_id}",
-        )
-
-    def _acked(self, key: tuple[str, int], run: _Running) -> None:
-        """The final report is on Kafka: release the offsets of every delivery of the attempt."""
         with self._recent_lock:
             self._recent[key] = None
             if len(self._recent) > _RECENT:

@@ -14,7 +14,9 @@ topic, docs/tasks.md). It:
   tasks already running;
 * tracks every fetched offset until its final result is acknowledged and
   commits, at most every ``commit_interval``, the lowest offset still in
-  progress per partition (at-least-once);
+  progress per partition (at-least-once) — asynchronously, handing a position
+  out again when its commit fails, and synchronously, moved or not, when
+  partitions leave (revoke, drain), so no failed commit goes unnoticed;
 * on stop (drain): takes nothing new, gives back what it buffered but never
   started, waits for the started tasks' results, commits, and leaves the group.
 
@@ -127,6 +129,7 @@ class QueueFetcher:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 2_000,
             "fetch.wait.max.ms": 50,
+            "on_commit": self._on_commit,
             **(consumer_config or {}),
         }
         self._consumer = Consumer(
@@ -340,24 +343,55 @@ class QueueFetcher:
     # -- offsets -------------------------------------------------------------------
 
     def _commit(self, now: float, parts: list[_Part] | None = None, sync: bool = False) -> None:
+        """Commit the partitions' positions: those that moved, asynchronously; or, ``sync``
+        (the partitions are leaving), every one, and wait for the broker's answer."""
         self._last_commit = now
+        chosen = parts if parts is not None else list(self._parts.values())
         offsets = []
-        for p in parts if parts is not None else list(self._parts.values()):
-            pos = p.offsets.to_commit()
+        for p in chosen:
+            pos = p.offsets.to_commit_now() if sync else p.offsets.to_commit()
             if pos is not None:
                 offsets.append(TP(p.tp.topic, p.tp.partition, pos))
         if not offsets:
             return
         try:
             if sync:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
+                answer = self._consumer.commit(offsets=offsets, asynchronous=False)
+                failed = [tp for tp in answer or [] if tp.error is not None]
+                if failed:
+                    self._commit_failed(failed, None, final=True)
             else:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             # The next commit carries the same or a later position; nothing is lost.
-            for p in parts if parts is not None else list(self._parts.values()):
+            for p in chosen:
                 p.offsets.committed = None
             log.warning("commit of queue %s offsets failed: %s", self.queue, exc)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TP]) -> None:
+        """librdkafka's verdict on a commit (served inside ``poll``, on this thread)."""
+        if err is not None and err.code() == KafkaError._NO_OFFSET:
+            return
+        failed = [tp for tp in partitions if err is not None or tp.error is not None]
+        if failed:
+            self._commit_failed(failed, err, final=False)
+
+    def _commit_failed(self, failed: list[TP], err: KafkaError | None, *, final: bool) -> None:
+        for tp in failed:
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None:
+                # Hand the position out again: the next commit retries it.
+                part.offsets.commit_failed(tp.offset)
+        log.warning(
+            "commit of queue %s offsets failed (%s); %s",
+            self.queue,
+            ", ".join(
+                f"{tp.topic}[{tp.partition}]@{tp.offset}: {tp.error or err}" for tp in failed
+            ),
+            "their next owner may run tasks finished here again"
+            if final
+            else "the next commit retries it",
+        )
 
     # -- rebalances ----------------------------------------------------------------
 

@@ -31,7 +31,7 @@ class PartitionOffsets:
         self._done: set[int] = set()  # finished offsets still in the heap (lazy deletion)
         self._next: int | None = None  # one past the highest offset added
         self._floor: int | None = None  # lowest abandoned offset: commits never pass it
-        self.committed: int | None = None  # last offset handed to a commit
+        self.committed: int | None = None  # last offset handed to a commit (maybe in flight)
         self.revoked = False
 
     def add(self, offset: int) -> None:
@@ -71,9 +71,31 @@ class PartitionOffsets:
             return len(self._pending) - len(self._done)
 
     def to_commit(self) -> int | None:
-        """The position, if it moved since the last commit (and marks it committed)."""
+        """The position, if it moved since the last commit handed out (and marks it handed out).
+
+        For the periodic asynchronous commit: a position whose commit is in flight
+        is not committed again, unless :meth:`commit_failed` says it did not land.
+        """
         pos = self.position()
         if pos is None or pos == self.committed:
             return None
         self.committed = pos
         return pos
+
+    def to_commit_now(self) -> int | None:
+        """The position, moved or not (and marks it handed out).
+
+        For the last, synchronous commit before the partition leaves: whether an
+        earlier asynchronous commit of the same position landed is not known yet,
+        so it is committed again rather than trusted.
+        """
+        pos = self.position()
+        if pos is not None:
+            self.committed = pos
+        return pos
+
+    def commit_failed(self, offset: int) -> None:
+        """The commit of ``offset`` did not land: the next :meth:`to_commit` hands it out again
+        (unless a later position was handed out since, whose commit covers it)."""
+        if self.committed == offset:
+            self.committed = None

@@ -42,6 +42,7 @@ from headrace.sdk.fetcher import QueueFetcher
 from headrace.sdk.handlers import Handlers
 from headrace.sdk.results import ResultSender
 from headrace.sdk.slots import Slots
+from headrace.sdk.web import WebServer
 from headrace.settings import Settings, get_settings
 
 log = logging.getLogger("headrace.sdk.worker")
@@ -139,18 +140,17 @@ class Worker:
     # -- running -------------------------------------------------------------------
 
     def run(self, *, install_signal_handlers: bool = True, metrics_port: int | None = None) -> None:
-        """Serve until SIGTERM/SIGINT (or :meth:`stop`), then drain; blocks."""
-        if metrics_port:
-            from prometheus_client import start_http_server
+        """Serve until SIGTERM/SIGINT (or :meth:`stop`), then drain; blocks.
 
-            start_http_server(metrics_port)
+        ``metrics_port``: serve ``/metrics`` and ``/healthz`` there (see :meth:`serve`).
+        """
 
         async def main() -> None:
             if install_signal_handlers:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self._on_signal, sig)
-            await self.serve()
+            await self.serve(metrics_port=metrics_port)
 
         asyncio.run(main())
 
@@ -165,14 +165,57 @@ class Worker:
         if loop is not None and stopping is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stopping.set)
 
-    async def serve(self) -> None:
-        """Serve on the running loop until :meth:`stop`; returns after the drain."""
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the worker consumes (``/healthz``: 200 if so, else 503), and its state:
+        ``starting``, ``joining`` (no partition assignment yet), ``ok``, ``draining`` or
+        ``failing`` (a consumer failed; the worker stops)."""
+        failed = next((f for f in self._fetchers if f.error is not None), None)
+        body: dict[str, Any] = {"worker": self.identity, "queues": self.queues}
+        if failed is not None:
+            body["error"] = f"the consumer of queue {failed.queue} failed: {failed.error}"
+            state = "failing"
+        elif self._stop_requested:
+            state = "draining"
+        elif not self.started.is_set():
+            state = "starting"
+        elif not all(f.assigned.is_set() for f in self._fetchers):
+            state = "joining"
+        else:
+            state = "ok"
+            body["in_progress"] = sum(f.in_progress for f in self._fetchers)
+        return state == "ok", {"status": state, **body}
+
+    async def serve(self, *, metrics_port: int | None = None) -> None:
+        """Serve on the running loop until :meth:`stop`; returns after the drain.
+
+        ``metrics_port``: also serve ``/metrics`` and ``/healthz`` (:meth:`health`) on
+        that port of ``settings.web_host`` (``HEADRACE_WEB_HOST``) until the drain ends.
+        """
         if not len(self.handlers):
             raise HeadraceError(
                 ErrorCode.CONFIG_INVALID,
                 f"worker for {', '.join(self.queues)} has no task handlers — register one with "
                 "@worker.task('name')",
             )
+        web = self._start_web(metrics_port) if metrics_port else None
+        try:
+            await self._serve()
+        finally:
+            if web is not None:
+                web.close()
+
+    def _start_web(self, port: int) -> WebServer:
+        host = self.settings.web_host
+        try:
+            return WebServer(host, port, self.health).start()
+        except OSError as exc:
+            raise HeadraceError(
+                ErrorCode.PORT_IN_USE,
+                f"worker cannot serve /metrics and /healthz on {host}:{port}: {exc} — choose "
+                "another port, or set HEADRACE_WEB_HOST to an address of this host",
+            ) from exc
+
+    async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         if self._stop_requested:

@@ -418,6 +418,121 @@ async def test_4xx_and_429_do_not_open_the_circuit(
     assert caller.breakers.state(f"127.0.0.1:{server.port}") is State.CLOSED
 
 
+async def test_a_header_value_with_a_line_break_fails_before_sending_and_spares_the_circuit(
+    server: ScriptedServer, caller: HttpCaller
+) -> None:
+    server.route("POST", "/notes", Reply(200, {}))
+    config = {"url": server.url("/notes"), "headers": {"X-Note": "{note}"}}
+    host = f"127.0.0.1:{server.port}"
+    for bad in ("a\r\nX-Injected: 1", "nul\x00", "caf\u00e9"):
+        for _ in range(3):  # as many as open the circuit (failures_to_open=3)
+            err = await fail(caller.call(config, {"note": bad}, idempotency_key=KEY))
+            assert (err.code, err.retryable) == ("http.template", False), err.message
+            assert "X-Note" in err.message
+    assert server.hits("/notes") == []
+    assert caller.breakers.state(host) is State.CLOSED
+    await caller.call(config, {"note": "  fine  "}, idempotency_key=KEY)
+    assert server.hits("/notes")[0].headers["x-note"] == "fine"
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"headers": {"X-Note": "a\nb"}}, "line break"),
+        ({"headers": {"X Note": "a"}}, "not an HTTP header name"),
+        ({"idempotency_header": "Idem:Key"}, "not an HTTP header name"),
+        ({"auth": {"type": "header", "name": "X Key", "value_env": "API_KEY"}}, "header name"),
+        ({"url": "ftp://127.0.0.1/x"}, "scheme 'ftp'"),
+        ({"url": "http://127.0.0.1/a\r\nb"}, "line break"),
+    ],
+)
+async def test_headers_and_urls_the_config_gets_wrong_are_config_failures(
+    caller: HttpCaller, config: dict[str, Any], needle: str
+) -> None:
+    err = await fail(caller.call({"url": "http://127.0.0.1/", **config}, {}, idempotency_key=KEY))
+    assert (err.code, err.retryable) == ("http.config", False)
+    assert needle in err.message
+
+
+async def test_a_url_the_input_makes_uncallable_fails_before_sending(
+    server: ScriptedServer, caller: HttpCaller
+) -> None:
+    config = {"url": "{+base}/charges"}
+    for base in (
+        "payments.internal",
+        "ftp://payments.internal",
+        f"http://127.0.0.1:{server.port}\n",
+    ):
+        for _ in range(3):
+            err = await fail(caller.call(config, {"base": base}, idempotency_key=KEY))
+            assert (err.code, err.retryable) == ("http.template", False), err.message
+    assert caller.breakers.circuits == {}  # no host was blamed, or even asked
+    err = await fail(caller.call({"url": "ht tp://{id}"}, {"id": 1}, idempotency_key=KEY))
+    assert err.code == "http.config"  # broken whatever the input
+
+
+async def test_a_secret_that_cannot_go_in_a_header_is_a_config_failure_naming_the_variable(
+    server: ScriptedServer,
+) -> None:
+    caller = HttpCaller(env={"PSP_TOKEN": "s3cret\n", "PADDED": " k-1\t"})
+    server.route("POST", "/a", Reply(200, {}))
+    try:
+        auth = {"type": "bearer", "token_env": "PSP_TOKEN"}
+        err = await fail(
+            caller.call({"url": server.url("/a"), "auth": auth}, {}, idempotency_key=KEY)
+        )
+        assert (err.code, err.retryable) == ("http.config", False)
+        assert "PSP_TOKEN" in err.message and "s3cret" not in err.message
+        padded = {"type": "header", "name": "X-Api-Key", "value_env": "PADDED"}
+        await caller.call({"url": server.url("/a"), "auth": padded}, {}, idempotency_key=KEY)
+        assert server.hits("/a")[0].headers["x-api-key"] == "k-1"
+    finally:
+        await caller.aclose()
+
+
+async def test_timeouts_cut_short_by_the_attempt_deadline_spare_the_circuit(
+    server: ScriptedServer, caller: HttpCaller
+) -> None:
+    server.route("POST", "/slow", Reply(200, {}, delay_s=30))
+    host = f"127.0.0.1:{server.port}"
+    config = {"url": server.url("/slow"), "timeout": "30s"}
+    for _ in range(4):
+        err = await fail(caller.call(config, {}, idempotency_key=KEY, time_left_s=0.1))
+        assert err.code == "http.timeout" and err.details["waited_for"] == "attempt_deadline"
+    assert caller.breakers.state(host) is State.CLOSED
+    assert len(server.hits("/slow")) == 4
+    # the call's own timeout does count
+    for _ in range(3):
+        err = await fail(caller.call({**config, "timeout": "100ms"}, {}, idempotency_key=KEY))
+        assert err.details["waited_for"] == "timeout"
+    assert caller.breakers.state(host) is State.OPEN
+
+
+async def test_waiting_for_a_connection_of_the_own_pool_spares_the_circuit(
+    server: ScriptedServer, clock: Clock
+) -> None:
+    import asyncio
+
+    server.route("POST", "/slow", Reply(200, {"done": True}, delay_s=1.0))
+    caller = HttpCaller(
+        breakers=Breakers(failures_to_open=1, cooldown_ms=5_000, clock=clock), max_connections=1
+    )
+    try:
+        busy = asyncio.create_task(
+            caller.call({"url": server.url("/slow"), "response": ".body"}, {}, idempotency_key=KEY)
+        )
+        await asyncio.sleep(0.2)  # it holds the only connection
+        err = await fail(
+            caller.call({"url": server.url("/slow"), "timeout": "200ms"}, {}, idempotency_key=KEY)
+        )
+        assert err.code == "http.timeout" and err.details["waited_for"] == "connection_pool"
+        assert caller.breakers.state(f"127.0.0.1:{server.port}") is State.CLOSED
+        assert await busy == {"done": True}
+        assert len(server.hits("/slow")) == 1
+    finally:
+        await caller.aclose()
+
+
 # -- OpenAPI ----------------------------------------------------------------------------
 
 

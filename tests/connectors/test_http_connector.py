@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from http_kit import Reply, ScriptedServer
-from sdk_kit import Dispatcher, Results, WorkerThread, make_dispatch
+from sdk_kit import Dispatcher, Results, WorkerThread, free_port, http_get, make_dispatch
+from support import wait_for
 
 from headrace.connectors.http import HttpConnectorSettings, http_worker
 from headrace.core.task_codec import ResultKind
@@ -112,17 +114,34 @@ def test_headrace_serve_http_runs_the_connector_and_drains_on_sigterm(
     import signal
 
     from procs import ServiceProcess
-    from support import wait_for
 
     server.route("GET", "/ping", Reply(200, {"pong": True}))
+    port = free_port()
     proc = ServiceProcess(
-        "http", ["-m", "headrace", "serve", "http", "--web-port", "0"], platform, tmp_path
+        "http",
+        ["-m", "headrace", "serve", "http", "--web-port", str(port)],
+        platform,
+        tmp_path,
+        env={"HEADRACE_WEB_HOST": "127.0.0.1"},
     ).start()
     try:
         d = http_task(platform, {"method": "GET", "url": server.url("/ping")}, {})
         Dispatcher(platform).send(d)
-        final = results.final(d.task_id, 120)
+        wait_for(
+            lambda: results.of(d.task_id, ResultKind.COMPLETED) or not proc.alive,
+            120,
+            "the connector's result",
+        )
+        assert proc.alive, proc.log_tail()
+        final = results.final(d.task_id, 5)
         assert final.result.output["body"] == {"pong": True}
+        # what docker-compose and the Helm chart probe (on port 6071 there)
+        status, body = wait_for(
+            lambda: (r := http_get("127.0.0.1", port, "/healthz"))[0] == 200 and r, 15, "healthz"
+        )
+        assert json.loads(body)["status"] == "ok" and json.loads(body)["queues"] == ["http"]
+        status, body = http_get("127.0.0.1", port, "/metrics")
+        assert status == 200 and b"headrace_worker_tasks_total" in body
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(60) == 0, proc.log_tail()

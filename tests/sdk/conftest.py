@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sdk_kit import Dispatcher, Results, WorkerThread
@@ -31,12 +32,12 @@ def results(platform: Settings) -> Iterator[Results]:
 
 
 @pytest.fixture
-def run_worker() -> Iterator[Callable[[Worker], WorkerThread]]:
+def run_worker() -> Iterator[Callable[..., WorkerThread]]:
     """Start workers in threads; any still running are stopped after the test."""
     made: list[WorkerThread] = []
 
-    def start(worker: Worker) -> WorkerThread:
-        t = WorkerThread(worker).start()
+    def start(worker: Worker, **serve_options: Any) -> WorkerThread:
+        t = WorkerThread(worker, **serve_options).start()
         made.append(t)
         return t
 

@@ -186,16 +186,17 @@ class Results:
 
 
 class WorkerThread:
-    """Runs a Worker's ``serve()`` on its own loop in a thread; ``stop`` drains it."""
+    """Runs ``worker.serve(**serve_options)`` on its own loop in a thread; ``stop`` drains it."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, **serve_options: Any) -> None:
         self.worker = worker
+        self.serve_options = serve_options
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         try:
-            asyncio.run(self.worker.serve())
+            asyncio.run(self.worker.serve(**self.serve_options))
         except BaseException as exc:
             self.error = exc
 
@@ -239,3 +240,25 @@ def group_members(settings: Settings, queue: str) -> list[list[TopicPartition]]:
     admin = make_admin(settings)
     desc = admin.describe_consumer_groups([gid])[gid].result(10)
     return [list(m.assignment.topic_partitions) for m in desc.members]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at ``host`` (for a server the test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(host: str, port: int, path: str) -> tuple[int, bytes]:
+    """Status and body of ``GET http://host:port/path`` (any status, no exception for 5xx)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()

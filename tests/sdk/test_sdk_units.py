@@ -7,9 +7,11 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from hypothesis import given
 from hypothesis import strategies as st
 from sdk_kit import make_dispatch
+from support import wait_for
 
 from headrace.sdk import NonRetryable, Retryable, TaskContext
 from headrace.sdk.errors import UNHANDLED_CODE, failure_of
@@ -176,12 +178,180 @@ def test_to_commit_reports_each_new_position_once() -> None:
     assert tracker.to_commit() == 6
 
 
+def test_a_position_whose_async_commit_failed_is_handed_out_again() -> None:
+    tracker = PartitionOffsets()
+    tracker.add(5)
+    tracker.finish(5)
+    assert tracker.to_commit() == 6
+    assert tracker.to_commit() is None  # in flight: not committed twice
+    tracker.commit_failed(6)
+    assert tracker.to_commit() == 6
+
+
+def test_a_failed_commit_overtaken_by_a_later_one_is_not_retried() -> None:
+    tracker = PartitionOffsets()
+    tracker.add(5)
+    assert tracker.to_commit() == 5
+    tracker.finish(5)
+    assert tracker.to_commit() == 6
+    tracker.commit_failed(5)  # the commit of 6 covers it
+    assert tracker.to_commit() is None
+
+
+def test_the_last_commit_carries_the_position_even_when_it_did_not_move() -> None:
+    tracker = PartitionOffsets()
+    assert tracker.to_commit_now() is None  # nothing fetched: nothing to commit
+    tracker.add(5)
+    tracker.finish(5)
+    assert tracker.to_commit() == 6
+    assert tracker.to_commit_now() == 6  # the async commit of 6 may not have landed
+    assert tracker.to_commit() is None
+
+
+class FakeConsumer:
+    """Records commits; what a fetcher needs of a consumer for rebalances and commits."""
+
+    def __init__(self) -> None:
+        self.commits: list[tuple[list[tuple[str, int, int]], bool]] = []
+
+    def commit(self, *, offsets: list[Any], asynchronous: bool) -> Any:
+        self.commits.append(([(t.topic, t.partition, t.offset) for t in offsets], asynchronous))
+        return None if asynchronous else offsets
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        return partitions
+
+    def close(self) -> None:
+        pass
+
+
+def _fetcher() -> tuple[Any, FakeConsumer, Any, PartitionOffsets]:
+    from confluent_kafka import TopicPartition
+
+    from headrace.sdk.fetcher import QueueFetcher
+
+    fetcher = QueueFetcher(
+        "pay",
+        SETTINGS,
+        slots=Slots(1),
+        deliver=lambda batch: None,
+        dead_letter=lambda *a: None,
+        prefetch=1,
+        revoke_grace=0,
+    )
+    fetcher._consumer.close()
+    fake = fetcher._consumer = FakeConsumer()
+    tp = TopicPartition(SETTINGS.topics.tasks("pay"), 0)
+    fetcher._on_assign(fake, [tp])
+    offsets = fetcher._parts[(tp.topic, 0)].offsets
+    for o in (0, 1, 2):
+        offsets.add(o)
+        offsets.finish(o)
+    return fetcher, fake, tp, offsets
+
+
+def test_the_fetcher_commits_again_a_position_whose_async_commit_failed() -> None:
+    from confluent_kafka import TopicPartition
+
+    fetcher, fake, tp, _ = _fetcher()
+    fetcher._commit(0.0)
+    fetcher._commit(0.0)
+    assert fake.commits == [([(tp.topic, 0, 3)], True)]
+    fetcher._on_commit(KafkaError(KafkaError.REQUEST_TIMED_OUT), [TopicPartition(tp.topic, 0, 3)])
+    fetcher._commit(0.0)
+    assert fake.commits[-1] == ([(tp.topic, 0, 3)], True)
+    assert len(fake.commits) == 2
+
+
+def test_a_revoke_commits_the_position_synchronously_even_when_it_did_not_move() -> None:
+    fetcher, fake, tp, _ = _fetcher()
+    fetcher._commit(0.0)  # async; whether it landed is not known yet
+    fetcher._on_revoke(fake, [tp])
+    assert fake.commits == [([(tp.topic, 0, 3)], True), ([(tp.topic, 0, 3)], False)]
+    assert fetcher._parts == {}
+
+
+def test_the_drain_commits_the_position_synchronously_even_when_it_did_not_move() -> None:
+    fetcher, fake, tp, _ = _fetcher()
+    fetcher._commit(0.0)
+    fetcher._consumer.pause = fetcher._consumer.poll = lambda *a: None  # type: ignore[attr-defined]
+    fetcher._drain()
+    assert fake.commits[-1] == ([(tp.topic, 0, 3)], False)
+
+
 def test_a_revoked_partition_ignores_late_finishes() -> None:
     tracker = PartitionOffsets()
     tracker.add(1)
     tracker.revoked = True
     tracker.finish(1)
     assert tracker.in_progress() == 1
+
+
+# -- result sender -------------------------------------------------------------------
+
+
+class FakeProducer:
+    """Answers each produce with the next scripted delivery error (None: delivered)."""
+
+    def __init__(self, verdicts: list[Any]) -> None:
+        self.verdicts = verdicts
+        self.produced = 0
+
+    def produce(self, topic: str, **kw: Any) -> None:
+        self.produced += 1
+        verdict = self.verdicts.pop(0) if self.verdicts else None
+        if isinstance(verdict, Exception):
+            raise verdict
+        kw["on_delivery"](verdict, object())
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(timeout)
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def _sender(verdicts: list[Any]) -> Any:
+    from headrace.sdk.results import ResultSender
+
+    sender = ResultSender(SETTINGS, "test")
+    sender.producer = FakeProducer(verdicts)  # type: ignore[assignment]
+    return sender
+
+
+def test_a_passing_delivery_error_sends_the_report_again() -> None:
+    sender = _sender([KafkaError(KafkaError._MSG_TIMED_OUT), None])
+    acked, refused = [], []
+    sender.send("t", b"v", "k", 0, acked=lambda: acked.append(1), refused=refused.append)
+    assert (sender.producer.produced, acked, refused) == (2, [1], [])
+    sender.close(0)
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [
+        KafkaError(KafkaError.MSG_SIZE_TOO_LARGE),  # the broker's, in the delivery report
+        KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)),  # librdkafka's, at once
+        KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED),
+    ],
+)
+def test_a_permanent_delivery_error_is_not_sent_again_but_refused(verdict: Any) -> None:
+    sender = _sender([verdict, None])
+    acked: list[int] = []
+    refused: list[Any] = []
+    sender.send("t", b"v", "k", 0, acked=lambda: acked.append(1), refused=refused.append)
+    assert (sender.producer.produced, acked, len(refused)) == (1, [], 1)
+    sender.close(0)
+
+
+def test_a_passing_error_at_produce_time_is_retried_after_a_pause() -> None:
+    sender = _sender([KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC)), None])
+    acked: list[int] = []
+    sender.send("t", b"v", "k", 0, acked=lambda: acked.append(1))
+    wait_for(lambda: acked == [1], 5, "the second try")
+    assert sender.producer.produced == 2
+    sender.close(0)
 
 
 # -- heartbeats ----------------------------------------------------------------------
@@ -276,6 +446,12 @@ def test_worker_run_loads_a_worker_object_or_factory_and_explains_mistakes() -> 
         ("no_such_module_x:worker", "cannot import"),
         ("worker_app:nope", "no attribute"),
         ("worker_app:GATES", "not a headrace.sdk.Worker"),
+        (
+            "worker_app:Worker",
+            "worker_app:Worker must name a Worker instance, got the Worker class "
+            "headrace.sdk.worker.Worker",
+        ),
+        ("worker_app:Path", "must name a Worker instance, got the class pathlib.Path"),
     ]:
         with pytest.raises(HeadraceError) as info:
             load_worker(spec)

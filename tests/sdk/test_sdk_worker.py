@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 import time
 from typing import Any
 
 import pytest
-from sdk_kit import Dispatcher, Results, committed, make_dispatch
+from sdk_kit import Dispatcher, Results, committed, free_port, http_get, make_dispatch
 from support import wait_for
 
 from headrace.core.task_codec import ResultKind
@@ -431,3 +432,121 @@ def test_an_attempt_cancelled_before_it_started_never_runs(
     assert ran == [after.task_id]
     assert results.of(doomed.task_id) == []
     wait_for(lambda: committed(platform, Q, landed[0]) > landed[0].offset, 30, "commit")
+
+
+def test_a_result_too_large_for_kafka_fails_the_task_and_the_partition_moves_on(
+    platform: Settings, dispatcher: Dispatcher, results: Results, run_worker: Any
+) -> None:
+    worker = Worker(queues=[Q], concurrency=4, settings=platform)
+
+    @worker.task("huge")
+    def huge(input: Any) -> str:
+        return "x" * 2_000_000  # over librdkafka's message.max.bytes
+
+    @worker.task("fine")
+    async def fine(input: Any) -> str:
+        return "ok"
+
+    run_worker(worker)
+    big, later = make_dispatch(platform, Q, "huge"), make_dispatch(platform, Q, "fine")
+    landed = dispatcher.send(big, later, partition=1)
+    err = results.final(big.task_id, 15).result.error
+    assert err is not None and (err.code, err.retryable) == ("worker.output_too_large", False)
+    assert err.details["size_bytes"] > 2_000_000
+    assert err.details["limit_bytes"] == 1_000_000
+    assert results.final(later.task_id, 15).result.output == "ok"
+    # the huge task's offset was released: commits pass both dispatches
+    last = landed[-1]
+    wait_for(lambda: committed(platform, Q, last) > last.offset, 15, "the commit past both")
+
+
+def test_a_result_the_broker_refuses_as_too_large_fails_the_task_instead_of_resending(
+    platform: Settings, dispatcher: Dispatcher, results: Results, run_worker: Any
+) -> None:
+    from confluent_kafka.admin import (
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    from headrace.kafka import make_admin
+
+    # Under the worker's own limit, over the topic's: the broker refuses the delivery.
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        platform.topics.task_results,
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", "20000", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    admin = make_admin(platform)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(10)
+    worker = Worker(queues=[Q], concurrency=4, settings=platform)
+
+    @worker.task("big")
+    def big_output(input: Any) -> str:
+        return os.urandom(60_000).hex()  # incompressible enough to stay over 20 kB in lz4
+
+    @worker.task("fine")
+    async def fine(input: Any) -> str:
+        return "ok"
+
+    run_worker(worker)
+    # One run: their reports share a result partition, so they may share a batch.
+    big = make_dispatch(platform, Q, "big", run_id="run-big")
+    later = make_dispatch(platform, Q, "fine", run_id="run-big")
+    landed = dispatcher.send(big, later, partition=2)
+    err = results.final(big.task_id, 15).result.error
+    assert err is not None and (err.code, err.retryable) == ("worker.output_too_large", False)
+    assert "max.message.bytes" in err.message
+    assert results.final(later.task_id, 15).result.output == "ok"
+    last = landed[-1]
+    wait_for(lambda: committed(platform, Q, last) > last.offset, 15, "the commit past both")
+
+
+def test_the_metrics_port_serves_healthz_and_metrics_on_the_web_host_only(
+    platform: Settings, dispatcher: Dispatcher, results: Results, run_worker: Any
+) -> None:
+    import json
+
+    host = "127.0.0.2"  # HEADRACE_WEB_HOST: not the default, to see it honoured
+    settings = platform.model_copy(update={"web_host": host})
+    worker = Worker(queues=[Q], concurrency=2, settings=settings)
+    assert worker.health() == (
+        False,
+        {"status": "starting", "worker": worker.identity, "queues": [Q]},
+    )
+    gate = threading.Event()
+
+    @worker.task("hold")
+    def hold(input: Any) -> None:
+        gate.wait(30)
+
+    port = free_port(host)
+    t = run_worker(worker, metrics_port=port)
+    try:
+        status, body = wait_for(
+            lambda: (r := http_get(host, port, "/healthz"))[0] == 200 and r, 15, "healthy"
+        )
+        assert json.loads(body)["status"] == "ok"
+        status, body = http_get(host, port, "/metrics")
+        assert status == 200 and b"headrace_worker_in_flight" in body
+        assert http_get(host, port, "/")[0] == 404
+        with pytest.raises(ConnectionRefusedError):
+            http_get("127.0.0.1", port, "/healthz")  # not every interface, only the web host
+
+        d = make_dispatch(platform, Q, "hold")
+        dispatcher.send(d)
+        wait_for(lambda: results.of(d.task_id, ResultKind.STARTED), 15, "the task to start")
+        worker.stop()  # the drain waits for the held task
+        status, body = wait_for(
+            lambda: (r := http_get(host, port, "/healthz"))[0] == 503 and r, 5, "draining"
+        )
+        assert json.loads(body)["status"] == "draining"
+    finally:
+        gate.set()
+    t.stop()
+    with pytest.raises(ConnectionRefusedError):
+        http_get(host, port, "/healthz")  # closed with the worker

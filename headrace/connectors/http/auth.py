@@ -4,7 +4,9 @@ Secrets are read from the connector process's environment at call time (so a
 rotated secret is picked up on restart, and nothing secret is ever in a
 definition, an event or a log line). A variable that is not set is a retryable
 ``http.secret_missing`` failure: the operator sets it and restarts the
-connector, and the task's next attempt goes through.
+connector, and the task's next attempt goes through. A variable whose value
+cannot go in a header (a line break) is a non-retryable ``http.config`` failure
+raised before any request is made.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from headrace.connectors.http.config import (
     HeaderAuth,
     HttpTaskConfig,
     MtlsAuth,
+    header_value_problem,
 )
 from headrace.sdk.errors import NonRetryable, Retryable
 
@@ -36,13 +39,27 @@ def secret(name: str, env: Mapping[str, str], what: str) -> str:
     return value
 
 
+def header_secret(name: str, env: Mapping[str, str], what: str) -> str:
+    """A secret sent as (part of) a header value: checked before it goes anywhere."""
+    value = secret(name, env, what).strip(" \t")
+    problem = header_value_problem(value)
+    if problem:
+        # The message names the variable, never the value.
+        raise NonRetryable(
+            "http.config",
+            f"{what}: environment variable {name} {problem} (a line break copied from a "
+            "file?) — fix it in the http connector's environment and restart the connector",
+        )
+    return value
+
+
 def auth_headers(config: HttpTaskConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The headers the config's auth adds (Authorization, API-key headers)."""
     env = os.environ if env is None else env
     out: dict[str, str] = {}
     for auth in config.auths:
         if isinstance(auth, BearerAuth):
-            out["Authorization"] = "Bearer " + secret(auth.token_env, env, "bearer auth")
+            out["Authorization"] = "Bearer " + header_secret(auth.token_env, env, "bearer auth")
         elif isinstance(auth, BasicAuth):
             user = (
                 auth.username
@@ -53,7 +70,7 @@ def auth_headers(config: HttpTaskConfig, env: Mapping[str, str] | None = None) -
             token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             out["Authorization"] = f"Basic {token}"
         elif isinstance(auth, HeaderAuth):
-            out[auth.name] = secret(auth.value_env, env, f"header auth {auth.name}")
+            out[auth.name] = header_secret(auth.value_env, env, f"header auth {auth.name}")
     return out
 
 

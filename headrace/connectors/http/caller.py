@@ -16,12 +16,20 @@ DLQ) like any other task.
 | cannot connect (refused, DNS, TLS) | ``http.connect`` | yes |
 | connection lost mid-exchange | ``http.transport`` | yes |
 | host's circuit is open | ``http.circuit_open`` | yes (``retry_after_ms``: cool-down left) |
+| URL or header that cannot be sent | ``http.config`` / ``http.template`` | no |
+
+Only what says something about the host counts for its circuit breaker: a
+request that cannot be sent (checked before anything is, so bad input never
+reaches the network), a wait for a free connection of the connector's own
+pool, or a timeout cut short by the attempt's deadline is nobody's fault but
+ours, and leaves the host's circuit as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,13 +39,18 @@ import httpx
 
 from headrace.connectors.http.auth import auth_headers, ssl_context, tls_key
 from headrace.connectors.http.breaker import Breakers
-from headrace.connectors.http.config import CompiledCall, compile_call
+from headrace.connectors.http.config import (
+    CompiledCall,
+    compile_call,
+    header_value_problem,
+    url_problem,
+)
 from headrace.connectors.http.openapi import OpenApiResolver
 from headrace.connectors.http.retry_after import parse_retry_after
 from headrace.connectors.http.templates import Template
 from headrace.core.expr import Context
 from headrace.errors import HeadraceError
-from headrace.sdk.errors import NonRetryable, Retryable
+from headrace.sdk.errors import NonRetryable, Retryable, TaskError
 
 _EXCERPT = 2048
 
@@ -48,6 +61,15 @@ def _wall_ms() -> int:
 
 def _monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
+
+
+class _Failed(Exception):
+    """How an exchange failed, and whether that counts against the host's circuit."""
+
+    def __init__(self, failure: TaskError, host_failed: bool) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.host_failed = host_failed
 
 
 class HttpCaller:
@@ -100,20 +122,27 @@ class HttpCaller:
         client = self._client_for(key)
         method, url = await self._target(call, input, key)
         headers = {"User-Agent": self.user_agent}
-        headers.update(
-            {k: t.expand(input, encode=False, what="header") for k, t in call.headers.items()}
-        )
+        headers.update(self._headers(call, input))
         headers.update(auth_headers(cfg, self.env))
         if cfg.idempotency_header and idempotency_key:
+            problem = header_value_problem(idempotency_key)
+            if problem:
+                raise NonRetryable(
+                    "http.config",
+                    f"the task's idempotency key {problem}, so header "
+                    f"{cfg.idempotency_header!r} cannot carry it — fix the step's idempotency "
+                    "key, or set idempotency_header: null",
+                )
             headers[cfg.idempotency_header] = idempotency_key
         params = {
             k: v.expand(input, encode=False, what=f"query {k}") if isinstance(v, Template) else v
             for k, v in call.query.items()
         }
         content = self._body(call, input, headers)
-        timeout = (
-            call.timeout_s if time_left_s is None else max(0.001, min(call.timeout_s, time_left_s))
-        )
+        # A deadline shorter than the call's own timeout is the attempt's, not the host's.
+        limit = call.timeout_s if time_left_s is None else min(call.timeout_s, time_left_s)
+        capped = limit < call.timeout_s
+        timeout = max(0.001, limit)
         host = urlsplit(url).netloc
         where = f"{method} {_redacted(url)}"
 
@@ -128,11 +157,14 @@ class HttpCaller:
             )
         try:
             status, resp_headers, body = await self._exchange(
-                client, method, url, headers, params, content, timeout, cfg, where
+                client, method, url, headers, params, content, timeout, capped, cfg, where
             )
-        except Retryable:
-            self.breakers.failed(host)
-            raise
+        except _Failed as failed:
+            if failed.host_failed:
+                self.breakers.failed(host)
+            else:
+                self.breakers.released(host)
+            raise failed.failure from None
         except BaseException:
             self.breakers.released(host)
             raise
@@ -149,12 +181,45 @@ class HttpCaller:
         raise failure
 
     async def _target(self, call: CompiledCall, input: Any, key: Any) -> tuple[str, str]:
+        """Method and URL of the call; a URL that cannot be called fails before any request."""
         cfg = call.config
         if call.url is not None:
-            return cfg.method, call.url.expand(input, what="url")
-        assert cfg.openapi is not None
-        op = await self.openapi.resolve(cfg.openapi, key)
-        return op.method, op.url.expand(input, what=f"openapi {cfg.openapi.operation} url")
+            template, what = call.url, "url"
+            method = cfg.method
+        else:
+            assert cfg.openapi is not None
+            op = await self.openapi.resolve(cfg.openapi, key)
+            template, what = op.url, f"openapi {cfg.openapi.operation} url"
+            method = op.method
+        url = template.expand(input, what=what)
+        problem = url_problem(url)
+        if problem:
+            from_input = url_problem(_plausible(template)) is None
+            raise NonRetryable(
+                "http.template" if from_input else "http.config",
+                f"{what} {template.source!r}: the URL built "
+                + ("from the input " if from_input else "")
+                + f"{problem} — "
+                + ("fix the step's input mapping" if from_input else "fix the step's config"),
+            )
+        return method, url
+
+    @staticmethod
+    def _headers(call: CompiledCall, input: Any) -> dict[str, str]:
+        """The config's headers, filled from the input; the config's own text was checked
+        when it was compiled, so a value that cannot be sent is the input's doing."""
+        out: dict[str, str] = {}
+        for name, template in call.headers.items():
+            value = template.expand(input, encode=False, what=f"header {name}").strip(" \t")
+            problem = header_value_problem(value)
+            if problem:
+                raise NonRetryable(
+                    "http.template",
+                    f"header {name} {template.source!r}: the value built from the input "
+                    f"{problem} — fix the step's input mapping",
+                )
+            out[name] = value
+        return out
 
     @staticmethod
     def _body(call: CompiledCall, input: Any, headers: dict[str, str]) -> bytes | None:
@@ -180,9 +245,17 @@ class HttpCaller:
         params: dict[str, Any],
         content: bytes | None,
         timeout: float,
+        capped: bool,
         cfg: Any,
         where: str,
     ) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and (capped) body; raises :class:`_Failed`."""
+        on_wire: list[str] = []  # httpcore's first trace event: a connection is in hand
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if not on_wire:
+                on_wire.append(event)
+
         try:
             # httpx's timeouts bound each read; this bounds the whole exchange, so a
             # server trickling bytes cannot hold an attempt past its timeout.
@@ -195,25 +268,70 @@ class HttpCaller:
                     content=content,
                     timeout=httpx.Timeout(timeout),
                     follow_redirects=cfg.follow_redirects,
+                    extensions={"trace": trace},
                 ) as resp:
                     ok = 200 <= resp.status_code < 300 or resp.status_code in cfg.accept
                     limit = cfg.max_response_bytes if ok else _EXCERPT
                     body = await _read_capped(resp, limit, truncate=not ok, where=where)
                     return resp.status_code, resp.headers, body
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-            raise Retryable(
-                "http.timeout",
-                f"{where}: no complete answer within {timeout:g}s",
-                details={"timeout_s": timeout},
-            ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise Retryable(
-                "http.connect", f"{where}: cannot connect: {exc or type(exc).__name__}"
+            raise _Failed(
+                Retryable("http.connect", f"{where}: cannot connect: {exc or type(exc).__name__}"),
+                host_failed=True,
+            ) from None
+        except (TimeoutError, httpx.TimeoutException):
+            # Only a wait on the host counts against it: not one for a free connection of
+            # our own pool (busy, not broken), nor one cut short by the attempt's deadline.
+            if not on_wire:
+                waited_for, why = (
+                    "connection_pool",
+                    " for a free connection of the connector's pool (raise "
+                    "HEADRACE_HTTP_MAX_CONNECTIONS, or lower the concurrency)",
+                )
+            elif capped:
+                waited_for, why = (
+                    "attempt_deadline",
+                    " (all that was left of the attempt's start_to_close)",
+                )
+            else:
+                waited_for, why = "timeout", ""
+            raise _Failed(
+                Retryable(
+                    "http.timeout",
+                    f"{where}: no complete answer within {timeout:g}s{why}",
+                    details={"timeout_s": timeout, "waited_for": waited_for},
+                ),
+                host_failed=waited_for == "timeout",
+            ) from None
+        except ssl.SSLError as exc:
+            # With TLS 1.3 a server refusing the client's certificate says so after the
+            # handshake, on the first read, which httpx passes on unwrapped.
+            raise _Failed(
+                Retryable("http.connect", f"{where}: TLS failed: {exc}"), host_failed=True
+            ) from None
+        except (
+            httpx.LocalProtocolError,
+            httpx.UnsupportedProtocol,
+            httpx.InvalidURL,
+            UnicodeEncodeError,
+        ) as exc:
+            # The request could not be sent as built (the checks before sending missed it):
+            # the same request fails the same way, and the host never saw it.
+            raise _Failed(
+                NonRetryable(
+                    "http.config",
+                    f"{where}: the request cannot be sent as built: "
+                    f"{exc or type(exc).__name__} — check the step's url, headers and body",
+                ),
+                host_failed=False,
             ) from None
         except httpx.TransportError as exc:
-            raise Retryable(
-                "http.transport",
-                f"{where}: the connection failed mid-exchange: {exc or type(exc).__name__}",
+            raise _Failed(
+                Retryable(
+                    "http.transport",
+                    f"{where}: the connection failed mid-exchange: {exc or type(exc).__name__}",
+                ),
+                host_failed=True,
             ) from None
 
     def _status_failure(
@@ -277,6 +395,18 @@ class HttpCaller:
                 f"{where} succeeded ({status}) but the response mapping failed: {exc.message}",
                 details={"status": status},
             ) from None
+
+
+def _plausible(template: Template) -> str:
+    """``template`` filled with harmless values: if that URL is fine, the input broke the real."""
+    return "".join(
+        part
+        if isinstance(part, str)
+        else "http://x"
+        if part.raw and i == 0  # {+base}/path: the value brings the scheme and host
+        else "x"
+        for i, part in enumerate(template.parts)
+    )
 
 
 async def _read_capped(resp: httpx.Response, limit: int, *, truncate: bool, where: str) -> bytes:

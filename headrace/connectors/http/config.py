@@ -22,9 +22,11 @@ failure that says what to fix.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from headrace.connectors.http.templates import Template, parse_template
@@ -36,6 +38,58 @@ from headrace.sdk.errors import NonRetryable
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 _SECRET_KEYS = ("token", "password", "value", "secret", "key_password", "api_key")
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_TEXT = re.compile(r"[\t\x20-\x7e]*")
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an HTTP header name, or None."""
+    if _HEADER_NAME.fullmatch(name):
+        return None
+    return (
+        f"{name!r} is not an HTTP header name (ASCII letters, digits and !#$%&'*+-.^_`|~ only, "
+        "no spaces or colons)"
+    )
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None.
+
+    Line breaks would end the header early (a request smuggling vector, refused
+    before anything is sent); the client encodes header values as ASCII."""
+    if _HEADER_TEXT.fullmatch(value):
+        return None
+    bad = next(c for c in value if not _HEADER_TEXT.fullmatch(c))
+    if bad in "\r\n":
+        kind = "a line break"
+    elif ord(bad) < 0x20 or ord(bad) == 0x7F:
+        kind = "a control character"
+    else:
+        kind = "non-ASCII text"
+    return f"contains {kind} ({bad!r}), which an HTTP header cannot carry"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be called, or None."""
+    bad = next((c for c in url if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        kind = "a line break" if bad in "\r\n" else "a control character"
+        return f"contains {kind} ({bad!r})"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return f"is not a valid URL: {exc}"
+    if parsed.scheme not in ("http", "https"):
+        return (
+            f"has the scheme {parsed.scheme!r}, not http or https"
+            if parsed.scheme
+            else "has no http:// or https:// scheme"
+        )
+    if not parsed.host:
+        return "names no host"
+    return None
 
 
 class _Strict(BaseModel):
@@ -83,6 +137,14 @@ class HeaderAuth(_Strict):
     type: Literal["header"]
     name: str
     value_env: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        problem = header_name_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class MtlsAuth(_Strict):
@@ -143,6 +205,25 @@ class HttpTaskConfig(_Strict):
         parse_duration(v)
         return v
 
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            problem = header_name_problem(name) or (
+                f"the value of header {name!r} {p}" if (p := header_value_problem(value)) else None
+            )
+            if problem:
+                raise ValueError(problem)
+        return v
+
+    @field_validator("idempotency_header")
+    @classmethod
+    def _idempotency_header(cls, v: str | None) -> str | None:
+        problem = header_name_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @model_validator(mode="after")
     def _target(self) -> HttpTaskConfig:
         if (self.url is None) == (self.openapi is None):
@@ -177,6 +258,10 @@ class CompiledCall:
     def __init__(self, config: HttpTaskConfig, body_given: bool) -> None:
         self.config = config
         self.url: Template | None = parse_template(config.url) if config.url else None
+        if self.url is not None and not self.url.placeholders:
+            problem = url_problem(self.url.source)
+            if problem:
+                raise ValueError(f"url {self.url.source!r} {problem}")
         self.headers = {k: parse_template(v) for k, v in config.headers.items()}
         self.query = {
             k: parse_template(v) if isinstance(v, str) else v for k, v in config.query.items()
