@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +20,7 @@ from rich.console import Console
 
 from headrace import approvals, control
 from headrace.cli.approvals_view import approval_table, show_record
+from headrace.cli.common import err, fail, load_json, usage
 from headrace.cli.control import default_actor
 from headrace.core.durations import parse_duration
 from headrace.errors import ErrorCode, HeadraceError
@@ -30,7 +30,6 @@ from headrace.streams.cloudevents_in import DEFAULT_TENANT
 
 EXIT_TIMEOUT = 124
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 app = typer.Typer(
     help=(
@@ -40,15 +39,6 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-
-
-def _fail(exc: HeadraceError, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", markup=True)
-    return typer.Exit(code)
-
-
-def _usage(message: str) -> typer.Exit:
-    return _fail(HeadraceError(ErrorCode.CONFIG_INVALID, message), 2)
 
 
 # -- list / show ----------------------------------------------------------------------------
@@ -61,7 +51,7 @@ def list_cmd(
     ] = None,
     role: Annotated[
         list[str] | None,
-        typer.Option("--role", "-r", help="only those members of this role may decide (repeat)"),
+        typer.Option("--role", "-R", help="only those members of this role may decide (repeat)"),
     ] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="one tenant")] = None,
     status: Annotated[
@@ -91,7 +81,7 @@ def list_cmd(
                 )
             )
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
         return
@@ -112,7 +102,7 @@ def show_cmd(
         with ApiClient() as api:
             record = api.approval(approval_id, tenant, fresh=True)
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
         return
@@ -173,7 +163,7 @@ def _await(
 def _report(result: dict[str, Any], user: str, approval_id: str) -> None:
     kind = result["decision"]
     if kind == "refused":
-        raise _fail(
+        raise fail(
             HeadraceError(
                 ErrorCode.APPROVAL_REFUSED,
                 f"the engine refused {user}'s decision on {approval_id}: {result['reason']} "
@@ -197,50 +187,36 @@ def _submit(
     try:
         wait_s = parse_duration(timeout) / 1000
     except ValueError as exc:
-        raise _usage(f"--timeout: {exc}") from None
-    api = ApiClient()
-    try:
-        record, resolved = _resolve(api, approval_id, tenant, wait)
-        command = make(resolved)
-        control.send(Settings(), [command])
-    except HeadraceError as exc:
-        raise _fail(exc) from None
-    out.print(f"sent to {resolved}/{command.run_id} (command {command.command_id})")
-    if not wait or record is None:
-        return
-    try:
-        result = _await(api, record, user, wait_s)
-    except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise usage(f"--timeout: {exc}") from None
+    with ApiClient() as api:
+        try:
+            record, resolved = _resolve(api, approval_id, tenant, wait)
+            command = make(resolved)
+            control.send(Settings(), [command])
+        except HeadraceError as exc:
+            raise fail(exc) from None
+        out.print(f"sent to {resolved}/{command.run_id} (command {command.command_id})")
+        if not wait or record is None:
+            return
+        try:
+            result = _await(api, record, user, wait_s)
+        except HeadraceError as exc:
+            raise fail(exc) from None
     if result is None:
         err.print(f"[yellow]timeout[/] the views do not show {user}'s decision yet", markup=True)
         raise typer.Exit(EXIT_TIMEOUT)
     _report(result, user, approval_id)
 
 
-def _data(text: str | None) -> Any:
-    if text is None:
-        return None
-    source = text
-    if text.startswith("@"):
-        try:
-            source = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise _usage(f"--data: cannot read {text[1:]}: {exc.strerror}") from None
-    try:
-        return json.loads(source)
-    except ValueError as exc:
-        raise _usage(f"--data is not JSON: {exc}") from None
-
-
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="the approval id (<run_id>:<seq>)")]
 ReasonOpt = Annotated[
-    str, typer.Option("--reason", "-m", help="why (required; kept in the run's history)")
+    str,
+    typer.Option("--reason", "-r", "-m", help="why (required; kept in the run's history)"),
 ]
 AsOpt = Annotated[str | None, typer.Option("--as", help="who decides (default: the OS user)")]
 RoleOpt = Annotated[
     list[str] | None,
-    typer.Option("--role", "-r", help="a role the user holds, for role-based approvers (repeat)"),
+    typer.Option("--role", "-R", help="a role the user holds, for role-based approvers (repeat)"),
 ]
 TenantOpt = Annotated[
     str | None,
@@ -284,13 +260,16 @@ def _decide(decision: str) -> Any:
         timeout: TimeoutOpt = "30s",
     ) -> None:
         if not reason.strip():
-            raise _usage(f"{decision} needs --reason TEXT (it is kept in the run's history)")
+            raise usage(f"{decision} needs --reason TEXT (it is kept in the run's history)")
         user = actor or default_actor()
-        value = _data(data)
+        try:
+            value = None if data is None else load_json(data, "--data")
+        except HeadraceError as exc:
+            raise fail(exc, 2) from None
         try:
             claim = approvals.step_up_claim(user=user, method=step_up, token=step_up_token)
         except HeadraceError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         invocation = control.invocation_id()
 
         def make(resolved: str) -> Any:
@@ -335,9 +314,9 @@ def delegate_cmd(
     order); you can no longer decide. Recorded as ApprovalDelegated with --reason.
     """
     if not to:
-        raise _usage("delegate needs --to USER")
+        raise usage("delegate needs --to USER")
     if not reason.strip():
-        raise _usage("delegate needs --reason TEXT (it is kept in the run's history)")
+        raise usage("delegate needs --reason TEXT (it is kept in the run's history)")
     user = actor or default_actor()
     invocation = control.invocation_id()
 

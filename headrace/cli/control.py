@@ -25,8 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from headrace import control
+from headrace.cli.common import Format, err, fail, usage
 from headrace.control import Op
 from headrace.core.durations import parse_duration
+from headrace.core.views import TERMINAL
 from headrace.errors import ErrorCode, HeadraceError
 from headrace.services.api.client import ApiClient
 from headrace.settings import Settings
@@ -34,12 +36,6 @@ from headrace.streams.cloudevents_in import DEFAULT_TENANT
 
 EXIT_TIMEOUT = 124
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(exc: HeadraceError, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", markup=True)
-    return typer.Exit(code)
 
 
 def default_actor() -> str:
@@ -61,21 +57,27 @@ def _progress() -> Progress:
 
 
 def _one(
-    op: Op, run_id: str, tenant: str, reason: str, actor: str, wait: bool, timeout: float
+    api: ApiClient,
+    op: Op,
+    run_id: str,
+    tenant: str,
+    reason: str,
+    actor: str,
+    wait: bool,
+    timeout: float,
 ) -> None:
     settings = Settings()
-    api = ApiClient()
     try:
         view: dict[str, Any] | None = api.run(tenant, run_id, fresh=True)
     except HeadraceError as exc:
         if exc.code is not ErrorCode.API_UNAVAILABLE:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         if wait:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         err.print(f"[yellow]warning[/] {exc.message}; sending without checking", markup=True)
         view = None
-    if view is not None and view["status"] in ("completed", "failed", "cancelled", "terminated"):
-        raise _fail(
+    if view is not None and view["status"] in TERMINAL:
+        raise fail(
             HeadraceError(
                 ErrorCode.COMMAND_REJECTED,
                 f"run {tenant}/{run_id} already ended ({view['status']}); nothing to {op.value}",
@@ -87,7 +89,7 @@ def _one(
     try:
         control.send(settings, [command])
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"{op.value} sent to {tenant}/{run_id} (command {command.command_id})")
     if wait:
         done = api.wait_run(tenant, run_id, lambda v: control.reached(op, v), timeout=timeout)
@@ -98,6 +100,7 @@ def _one(
 
 
 def _bulk(
+    api: ApiClient,
     op: Op,
     wtype: str | None,
     tenant: str | None,
@@ -107,20 +110,19 @@ def _bulk(
     dry_run: bool,
     wait: bool,
     timeout: float,
-    fmt: str,
+    fmt: Format,
 ) -> None:
     settings = Settings()
-    api = ApiClient()
     statuses = status or ",".join(control.DEFAULT_STATUSES[op])
     try:
         targets = list(api.runs(type=wtype, tenant=tenant, status=statuses, fresh=True))
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     what = " ".join(
         f"{k} {v}" for k, v in (("type", wtype), ("tenant", tenant), ("status", statuses)) if v
     )
     if dry_run:
-        if fmt == "json":
+        if fmt is Format.JSON:
             keys = ("tenant", "run_id", "type", "status")
             typer.echo(json.dumps([{k: r[k] for k in keys} for r in targets], indent=2))
         else:
@@ -142,7 +144,7 @@ def _bulk(
         try:
             control.send(settings, commands, on_sent=lambda c: progress.advance(task))
         except HeadraceError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
     out.print(f"{op.value}: sent to {len(commands)} run(s) ({what}), invocation {invocation}")
     if wait and targets:
         _wait_all(api, op, targets, timeout)
@@ -193,37 +195,27 @@ def _command(op: Op, help_text: str) -> Any:
             bool, typer.Option("--wait", "-w", help="wait until the views show the change")
         ] = False,
         timeout: Annotated[str, typer.Option("--timeout", help="how long --wait waits")] = "2m",
-        fmt: Annotated[str, typer.Option("--format", help="table or json (dry run)")] = "table",
+        fmt: Annotated[
+            Format, typer.Option("--format", help="how --dry-run lists the runs")
+        ] = Format.TABLE,
     ) -> None:
         if not reason.strip():
-            raise _fail(
-                HeadraceError(ErrorCode.CONFIG_INVALID, f"{op.value} needs --reason TEXT"), 2
-            )
+            raise usage(f"{op.value} needs --reason TEXT")
         try:
             wait_s = parse_duration(timeout) / 1000
         except ValueError as exc:
-            raise _fail(HeadraceError(ErrorCode.CONFIG_INVALID, f"--timeout: {exc}"), 2) from None
+            raise usage(f"--timeout: {exc}") from None
         who = actor or default_actor()
         if run_id is not None:
             if wtype is not None or status is not None or dry_run:
-                raise _fail(
-                    HeadraceError(
-                        ErrorCode.CONFIG_INVALID,
-                        "give a RUN or filters (--type/--tenant/--status, --dry-run), not both",
-                    ),
-                    2,
-                )
-            _one(op, run_id, tenant or DEFAULT_TENANT, reason, who, wait, wait_s)
+                raise usage("give a RUN or filters (--type/--tenant/--status, --dry-run), not both")
+            with ApiClient() as api:
+                _one(api, op, run_id, tenant or DEFAULT_TENANT, reason, who, wait, wait_s)
             return
         if wtype is None and tenant is None:
-            raise _fail(
-                HeadraceError(
-                    ErrorCode.CONFIG_INVALID,
-                    f"{op.value} needs a RUN, or --type and/or --tenant to select runs in bulk",
-                ),
-                2,
-            )
-        _bulk(op, wtype, tenant, status, reason, who, dry_run, wait, wait_s, fmt)
+            raise usage(f"{op.value} needs a RUN, or --type and/or --tenant to select runs in bulk")
+        with ApiClient() as api:
+            _bulk(api, op, wtype, tenant, status, reason, who, dry_run, wait, wait_s, fmt)
 
     run.__doc__ = help_text
     return run

@@ -20,6 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from headrace.cli.common import err, fail
 from headrace.core.dsl.findings import Finding, Severity
 from headrace.core.dsl.lint import lint_text
 from headrace.core.dsl.load import load_definition
@@ -30,12 +31,6 @@ from headrace.settings import Settings
 
 app = typer.Typer(help="Inspect deployed workflow definitions.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(exc: HeadraceError) -> typer.Exit:
-    err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", markup=True)
-    return typer.Exit(1)
 
 
 def _check(files: list[Path]) -> tuple[list[tuple[Definition, str]], list[Finding], list[str]]:
@@ -77,7 +72,7 @@ def deploy_cmd(
     if errors:
         for line in errors:
             err.print(line, markup=False)
-        raise _fail(
+        raise fail(
             HeadraceError(
                 ErrorCode.DEFINITION_INVALID,
                 f"{len(errors)} error(s) — nothing was deployed; fix them and deploy again "
@@ -87,7 +82,7 @@ def deploy_cmd(
     try:
         outcomes = deploy(Settings(), items, by=by)
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for o in outcomes:
         colour = "green" if o.status == "deployed" else "dim"
         out.print(f"[{colour}]{o.status:<9}[/] {o.key}  sha256:{o.digest[:12]}", markup=True)
@@ -107,7 +102,7 @@ def _catalog() -> DefinitionCatalog:
     try:
         return DefinitionCatalog(Settings()).start(wait=30)
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def _when(ms: int) -> str:
@@ -169,7 +164,7 @@ def show_cmd(
     """One deployed definition: the normalized document (YAML) or the whole record (JSON)."""
     workflow, _, ver = name.partition("@")
     if ver and not ver.isdigit():
-        raise _fail(
+        raise fail(
             HeadraceError(ErrorCode.CONFIG_INVALID, f"{name!r}: the version after @ is a number")
         )
     catalog = _catalog()
@@ -182,7 +177,7 @@ def show_cmd(
         catalog.stop()
     if deployed is None:
         hint = f"deployed versions: {', '.join(map(str, known))}" if known else "not deployed"
-        raise _fail(HeadraceError(ErrorCode.DEFINITION_NOT_FOUND, f"no {name}: {hint}"))
+        raise fail(HeadraceError(ErrorCode.DEFINITION_NOT_FOUND, f"no {name}: {hint}"))
     if source:
         typer.echo(deployed.source, nl=not deployed.source.endswith("\n"))
         return

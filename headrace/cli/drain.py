@@ -18,9 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headrace.cli.common import Format, err, fail, usage
 from headrace.cli.control import default_actor
 from headrace.drain import Drain, DrainBook, lift_drain, new_drain, put_drain
-from headrace.errors import ErrorCode, HeadraceError
+from headrace.errors import HeadraceError
 from headrace.services.api.client import ApiClient
 from headrace.settings import Settings
 
@@ -29,22 +30,11 @@ app = typer.Typer(
     invoke_without_command=True,
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(exc: HeadraceError, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", markup=True)
-    return typer.Exit(code)
 
 
 def _target(wtype: str | None, tenant: str | None, verb: str) -> tuple[str, str]:
     if (wtype is None) == (tenant is None):
-        raise _fail(
-            HeadraceError(
-                ErrorCode.CONFIG_INVALID, f"{verb} needs exactly one of --type T or --tenant T"
-            ),
-            2,
-        )
+        raise usage(f"{verb} needs exactly one of --type T or --tenant T")
     return ("type", wtype) if wtype is not None else ("tenant", tenant)  # type: ignore[return-value]
 
 
@@ -57,26 +47,22 @@ def drain(
     ctx: typer.Context,
     wtype: TypeOpt = None,
     tenant: TenantOpt = None,
-    reason: Annotated[str | None, typer.Option("--reason", "-r", help="why")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", help="why (kept on the drain record)")
+    ] = None,
     actor: Annotated[str | None, typer.Option("--as", help="who (default: the OS user)")] = None,
 ) -> None:
     """Drain a workflow type or a tenant: `headrace drain --type T [--reason R]`."""
     if ctx.invoked_subcommand is not None:
         if wtype is not None or tenant is not None:
-            raise _fail(
-                HeadraceError(
-                    ErrorCode.CONFIG_INVALID,
-                    f"`drain {ctx.invoked_subcommand}` takes no --type/--tenant",
-                ),
-                2,
-            )
+            raise usage(f"`drain {ctx.invoked_subcommand}` takes no --type/--tenant")
         return
     kind, name = _target(wtype, tenant, "drain")
     d = new_drain(kind, name, reason, actor or default_actor())
     try:
         put_drain(Settings(), d)
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     what = "workflow type" if kind == "type" else "tenant"
     out.print(
         f"draining {what} {name}: new runs are refused, in-flight runs finish "
@@ -97,7 +83,7 @@ def _left(api: ApiClient, d: Drain) -> dict[str, Any]:
 
 @app.command("status")
 def status(
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    fmt: Annotated[Format, typer.Option("--format", help="a table or JSON")] = Format.TABLE,
 ) -> None:
     """Every drain in force and how many of its runs are still in flight."""
     settings = Settings()
@@ -105,7 +91,7 @@ def status(
         with DrainBook(settings, name="drain-status") as book:
             drains = book.all()
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     rows: list[dict[str, Any]] = []
     problem: HeadraceError | None = None
     with ApiClient() as api:
@@ -118,7 +104,7 @@ def status(
                 problem = exc
                 row["state"] = "unknown"
             rows.append(row)
-    if fmt == "json":
+    if fmt is Format.JSON:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
         out.print("no drains")
@@ -162,7 +148,7 @@ def undrain(
         put = Settings()
         lift_drain(put, kind, name)
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     what = "workflow type" if kind == "type" else "tenant"
     out.print(f"{what} {name} accepts new runs again")
 

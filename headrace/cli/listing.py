@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from headrace.cli.common import Format, fail
 from headrace.errors import HeadraceError
 from headrace.history import iso_time
 from headrace.services.api.client import ApiClient
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 COLOURS = {
     "running": "cyan",
@@ -27,11 +26,6 @@ COLOURS = {
     "cancelled": "dim",
     "terminated": "red",
 }
-
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 def ago(ms: int | None, now_ms: int) -> str:
@@ -47,7 +41,7 @@ def ago(ms: int | None, now_ms: int) -> str:
 
 def runs_cmd(
     wtype: Annotated[str | None, typer.Option("--type", help="workflow type")] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="only this tenant")] = None,
     status: Annotated[
         str | None,
         typer.Option("--status", "-s", help="e.g. running,suspended; active; terminal"),
@@ -56,7 +50,9 @@ def runs_cmd(
         str | None, typer.Option("--filter", help="jq over the run data; truthy keeps a run")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="most runs to show")] = 50,
-    fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="a table, or JSON rows (the API's run rows)")
+    ] = Format.TABLE,
     fresh: Annotated[
         bool, typer.Option("--fresh/--no-fresh", help="wait until the views are current")
     ] = True,
@@ -75,8 +71,7 @@ def runs_cmd(
                 )
             )
     except HeadraceError as exc:
-        err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", markup=True)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     if fmt is Format.JSON:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

@@ -16,13 +16,13 @@ import sys
 import time
 import uuid
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from headrace.cli.common import err, fail, load_json, usage
 from headrace.core.chain import ChainReport
 from headrace.core.durations import parse_duration
 from headrace.definitions import DefinitionCatalog
@@ -54,31 +54,6 @@ CLI_SOURCE = "/headrace/cli"
 EXIT_TIMEOUT = 124  # like timeout(1)
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(exc: HeadraceError, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", markup=True)
-    return typer.Exit(code)
-
-
-def _input(text: str) -> Any:
-    where = "--input"
-    if text.startswith("@"):
-        path = Path(text[1:])
-        where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise _fail(
-                HeadraceError(ErrorCode.CONFIG_INVALID, f"cannot read {path}: {exc.strerror}"), 2
-            ) from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise _fail(
-            HeadraceError(ErrorCode.INPUT_INVALID, f"{where} is not JSON: {exc}"), 2
-        ) from None
 
 
 def _precheck(settings: Settings, workflow: str, version: int | None, data: Any) -> None:
@@ -122,11 +97,14 @@ def start_cmd(
 ) -> None:
     """Start a run: produce an io.headrace.run.start CloudEvent to the ingress topic."""
     settings = Settings()
-    data = _input(input_)
+    try:
+        data = load_json(input_, "--input")
+    except HeadraceError as exc:
+        raise fail(exc, 2) from None
     try:
         wait_s = parse_duration(timeout) / 1000
     except ValueError as exc:
-        raise _fail(HeadraceError(ErrorCode.CONFIG_INVALID, f"--timeout: {exc}"), 2) from None
+        raise usage(f"--timeout: {exc}") from None
     event_id = str(uuid.uuid4())
     rid = run_id or start_run_id(CLI_SOURCE, event_id)
     payload: dict[str, Any] = {"workflow": workflow, "input": data}
@@ -150,7 +128,7 @@ def start_cmd(
             headers=event.headers,  # type: ignore[arg-type]
         )
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     partition = run_partition(settings, tenant, rid)
     if quiet:
         typer.echo(rid)
@@ -176,7 +154,7 @@ def _wait(
                 seq, when, kind, what = row(r)
                 err.print(f"[dim]{seq:>4}  {when}  {kind:<22} {what}[/]", markup=True)
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if last is None or not last.terminal or last.event is None:
         err.print(
             f"[yellow]timeout[/] run {tenant}/{run_id} has not ended after {wait_s:.0f} s "
@@ -214,7 +192,7 @@ def history_cmd(
             _follow(settings, tenant, run_id, fmt) if follow else read_run(settings, tenant, run_id)
         )
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     report = log.verify() if verify else None

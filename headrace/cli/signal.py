@@ -15,18 +15,16 @@ resolves the runs through the query API. See docs/signals.md.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from headrace.cli.common import load_json
 from headrace.core.expr import compile_expr
 from headrace.core.outbox import broadcast_body, signal_body, signal_message
-from headrace.errors import ErrorCode, HeadraceError
 from headrace.kafka import make_producer, produce_sync
 from headrace.settings import Settings
 from headrace.streams.cloudevents_in import DEFAULT_TENANT, RUN_ID_PATTERN, TENANT_PATTERN
@@ -36,23 +34,6 @@ out = Console(highlight=False, soft_wrap=True)
 
 def _usage(message: str) -> typer.BadParameter:
     return typer.BadParameter(message)
-
-
-def _data(text: str) -> Any:
-    where = "--data"
-    if text.startswith("@"):
-        path = Path(text[1:])
-        where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise HeadraceError(
-                ErrorCode.CONFIG_INVALID, f"cannot read {path}: {exc.strerror}"
-            ) from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise HeadraceError(ErrorCode.INPUT_INVALID, f"{where} is not JSON: {exc}") from None
 
 
 def signal_cmd(
@@ -110,7 +91,7 @@ def signal_cmd(
     name = args[-1]
     if tenant is not None and not TENANT_PATTERN.match(tenant):
         raise _usage(f"--tenant {tenant!r} is not a tenant name (letters, digits, _.-)")
-    value = _data(data)
+    value = load_json(data, "--data")
     sid = signal_id or f"cli:{uuid.uuid4()}"
     now = int(time.time() * 1000)
     if broadcast is not None:

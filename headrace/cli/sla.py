@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headrace.cli.common import fail
 from headrace.errors import HeadraceError
 from headrace.services.api.client import ApiClient
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 app = typer.Typer(
     help="Service levels: how steps and runs with an `sla` fare, from the query API.",
@@ -73,8 +73,7 @@ def report_cmd(
         with ApiClient() as api:
             body = api.sla_report(type=wtype, since=since, until=until, open=show_open, fresh=True)
     except HeadraceError as exc:
-        err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", markup=True)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
@@ -91,7 +90,10 @@ def report_cmd(
         more = body["open_total"] - len(body["open"])
         out.print(f"[dim]{more} more open (--open N lists more)[/]", markup=True)
     if body.get("truncated"):
-        out.print("[yellow]only part of the runs was scanned; narrow it with --type[/]")
+        out.print(
+            "[yellow]the report stopped at its scan budget (part of the runs or step samples); "
+            "narrow it with --type or --since[/]"
+        )
 
 
 def _rows(wtype: str, rows: list[dict[str, Any]]) -> Table:

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headrace.cli.common import fail
 from headrace.errors import HeadraceError
 from headrace.kafka import make_admin
 from headrace.settings import Settings
@@ -16,11 +17,6 @@ from headrace.topic_admin import describe, ensure, list_topics, plan_topics
 app = typer.Typer(help="Create and inspect headrace's Kafka topics.")
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(exc: HeadraceError) -> typer.Exit:
-    err.print(f"[red]error[/] [bold]{exc.code.code}[/] {exc.message}", highlight=False)
-    return typer.Exit(1)
 
 
 @app.command("ensure")
@@ -45,7 +41,7 @@ def ensure_cmd(
         report = ensure(settings, plans, admin)
         infos = {t.name: t for t in describe(admin, [p.name for p in plans])}
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for p in plans:
         verb = "[green]created[/]" if p.name in report.created else "found  "
         t = infos.get(p.name)
@@ -74,7 +70,7 @@ def list_cmd(
     try:
         infos = list_topics(settings, all_topics)
     except HeadraceError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     table = Table(title=f"topics on {settings.bootstrap}")
     for col in ("name", "partitions", "replication", "cleanup"):
         table.add_column(col)

@@ -3,7 +3,8 @@
 The base URL is ``HEADRACE_API_URL`` (default ``http://127.0.0.1:8080``). Every
 failure becomes a :class:`~headrace.errors.HeadraceError`: the API's own
 error (its code and message) when it answered with one, ``HR-API-001`` when it
-could not be reached.
+could not be reached. Tenants, run ids and approval ids go into paths
+percent-encoded, so an id with ``/`` in it reaches its own resource.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -55,6 +57,12 @@ class ApiClient:
                 except KeyError:
                     code = ErrorCode.API_UNAVAILABLE
                 raise HeadraceError(code, str(err.get("message")))
+            if response.status_code == 404 and path.startswith(("/runs/", "/approvals/")):
+                what = "run" if path.startswith("/runs/") else "approval"
+                raise HeadraceError(
+                    ErrorCode.RUN_NOT_FOUND if what == "run" else ErrorCode.APPROVAL_NOT_FOUND,
+                    f"{what} not found: {method} {self.url}{path} answered HTTP 404",
+                )
             raise HeadraceError(
                 ErrorCode.API_UNAVAILABLE,
                 f"{method} {self.url}{path} answered HTTP {response.status_code}: "
@@ -87,7 +95,7 @@ class ApiClient:
             filters.pop("fresh", None)  # the first page waited already
 
     def run(self, tenant: str, run_id: str, **params: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.get(f"/runs/{tenant}/{run_id}", **params)
+        result: dict[str, Any] = self.get(run_path(tenant, run_id), **params)
         return result
 
     def run_stats(self, *, type: str | None = None, tenant: str | None = None, **kw: Any) -> Any:
@@ -115,7 +123,7 @@ class ApiClient:
 
     def approval(self, approval_id: str, tenant: str | None = None, **params: Any) -> Any:
         """One approval record (``HR-RUN-002`` when the views have none with this id)."""
-        return self.get(f"/approvals/{approval_id}", tenant=tenant, **params)
+        return self.get(f"/approvals/{_segment(approval_id)}", tenant=tenant, **params)
 
     def sla_report(self, **params: Any) -> dict[str, Any]:
         """``GET /stats/sla`` (``type``, ``since``, ``until``, ``open``, ``fresh``)."""
@@ -144,7 +152,8 @@ class ApiClient:
         body: dict[str, Any] = {"reason": reason}
         if actor is not None:
             body["actor"] = actor
-        result: dict[str, Any] = self._call("POST", f"/runs/{tenant}/{run_id}/{op}", json=body)
+        path = f"{run_path(tenant, run_id)}/{_segment(op)}"
+        result: dict[str, Any] = self._call("POST", path, json=body)
         return result
 
     # -- waiting ------------------------------------------------------------------
@@ -166,6 +175,16 @@ class ApiClient:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(interval)
+
+
+def _segment(value: str) -> str:
+    """One path segment: everything but unreserved characters percent-encoded (``/`` too)."""
+    return quote(value, safe="")
+
+
+def run_path(tenant: str, run_id: str) -> str:
+    """``/runs/{tenant}/{run_id}``, each part one segment whatever it holds."""
+    return f"/runs/{_segment(tenant)}/{_segment(run_id)}"
 
 
 def _param(value: Any) -> Any:

@@ -71,11 +71,18 @@ class Indexer:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop after the batch in hand; True once the thread has ended, False if it still
+        runs after ``timeout`` s (then it still uses the store: do not close it)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        self._thread = None
+        return True
 
     @property
     def healthy(self) -> bool:

@@ -243,7 +243,8 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
             },
             "/stats/steps": {
                 "get": {
-                    "summary": "durations of ended steps per (type, step): counts, percentiles",
+                    "summary": "durations of ended steps per (type, step): counts, percentiles "
+                    "(`truncated` when the sample budget stopped the scan)",
                     "operationId": "stepStats",
                     "parameters": [
                         _q("type", "workflow type"),
@@ -263,7 +264,8 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
             "/stats/sla": {
                 "get": {
                     "summary": "SLA report: met / at risk / breached per step (and per run), "
-                    "and breach predictions for open steps",
+                    "and breach predictions for open steps (`truncated` when a scan budget "
+                    "stopped it)",
                     "operationId": "slaReport",
                     "parameters": [
                         _q("type", "workflow type"),

@@ -43,6 +43,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except HeadraceError as exc:
         return json_response({"error": exc.to_dict()}, _HTTP_STATUS.get(exc.code, 500))
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+        # No such route: a JSON error like the others, so that a client tells it apart
+        # from a run or an approval that is not there.
+        message = f"no endpoint {request.method} {request.raw_path} — /openapi.json lists them"
+        if request.path.startswith(("/runs/", "/approvals/")):
+            message += "; a run or approval id with '/' in it is sent percent-encoded (%2F)"
+        err = HeadraceError(ErrorCode.API_BAD_REQUEST, message)
+        return json_response({"error": err.to_dict()}, exc.status)
     except web.HTTPException:
         raise
     except Exception as exc:

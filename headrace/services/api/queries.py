@@ -22,7 +22,8 @@ from headrace.errors import ErrorCode, HeadraceError
 from headrace.services.api import store as keys
 from headrace.services.api.store import SEP, ViewStore
 
-SCAN_BUDGET = 10_000
+SCAN_BUDGET = 10_000  # index entries one page of a list reads at most
+SAMPLE_BUDGET = 200_000  # step samples one statistics request reads at most
 ALIASES = {"active": sorted(ACTIVE), "terminal": sorted(TERMINAL)}
 
 
@@ -234,14 +235,20 @@ def step_stats(
     since: int | None = None,
     until: int | None = None,
     samples: int = 0,
-) -> list[dict[str, Any]]:
+    budget: int = SAMPLE_BUDGET,
+) -> tuple[list[dict[str, Any]], bool]:
     """Per ``(type, step)``: counts and duration percentiles of the steps that ended in
-    ``[since, until)``; with ``samples`` also the latest that many samples of each."""
+    ``[since, until)``; with ``samples`` also the latest that many samples of each. At most
+    ``budget`` samples are read; the flag says the statistics stopped there (truncated)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     prefix = keys.sample_prefix(wtype)
     if wtype is not None and step is not None:
         prefix = prefix + step.encode() + SEP
-    for _, value in store.scan(prefix):
+    truncated = False
+    for scanned, (_, value) in enumerate(store.scan(prefix), 1):
+        if scanned > budget:
+            truncated = True
+            break
         s = keys.loads(value)
         if step is not None and s["step"] != step:
             continue
@@ -257,4 +264,4 @@ def step_stats(
             group.sort(key=lambda s: s["ended_at"])
             entry["samples"] = group[-samples:]
         out.append(entry)
-    return out
+    return out, truncated

@@ -3,13 +3,16 @@
 Start: open (or create) the query database under the data dir, start the
 indexer from its stored offsets, serve HTTP. SIGTERM/SIGINT: aiohttp stops
 accepting requests and finishes those in flight, then the indexer stops after
-its current batch (whose views and offsets are written together) and the
-database is closed. A ``kill -9`` loses at most the batch in flight, which
-is read again on restart.
+its current batch (whose views and offsets are written together), and once
+neither it nor a request's read uses the database any more, the database is
+closed (left open, with an error logged, if one is still running after 30 s).
+A ``kill -9`` loses at most the batch in flight, which is read again on
+restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -24,11 +27,28 @@ from headrace.settings import Settings
 
 log = logging.getLogger("headrace.api")
 
+STOP_TIMEOUT = 30.0  # seconds the indexer and running reads get to finish at shutdown
+
 
 def data_path(settings: Settings, instance: str) -> Path:
     """The API instance's database folder: ``<data_dir>/api-<instance>``."""
     base = settings.data_dir or (settings.home / "data")
     return Path(base) / f"api-{instance}"
+
+
+def release(api: Api, indexer: Indexer, store: ViewStore, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop the indexer and the requests' reads, then close the store — unless one of them
+    still runs after ``timeout`` s: closing a RocksDB under a thread that uses it crashes
+    the process, while left open it is as safe as after a kill -9 (the WAL has every
+    write). True when the store was closed."""
+    reads_done = api.close_reads(timeout)
+    stopped = indexer.stop(timeout)
+    if reads_done and stopped:
+        store.close()
+        return True
+    still = "the indexer" if not stopped else "a request's read"
+    log.error("the query database is left open: %s still runs after %.0f s", still, timeout)
+    return False
 
 
 def run_api(
@@ -48,8 +68,7 @@ def run_api(
     app = api.app()
 
     async def stop_indexer(app: web.Application) -> None:
-        indexer.stop()
-        store.close()
+        await asyncio.get_running_loop().run_in_executor(None, release, api, indexer, store)
 
     app.on_cleanup.append(stop_indexer)
     bind_host, bind_port = host or config.host, port or config.port

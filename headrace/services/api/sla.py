@@ -1,8 +1,9 @@
 """``GET /stats/sla``: the SLA report and breach predictions over the view store.
 
-Reads the step samples that ended in ``[since, until)`` and the run views of
-the type (all types without ``type``) — the runs index, at most ``budget``
-entries (``truncated`` says when it stopped early) — and hands them to
+Reads the step samples that ended in ``[since, until)`` — at most
+``sample_budget`` of them — and the run views of the type (all types without
+``type``) — the runs index, at most ``budget`` entries — (``truncated`` says
+when either stopped early) and hands them to
 :func:`headrace.core.views.sla.report`. Business-time deadlines of open steps
 are resolved against the ``calendars`` topic (:class:`Deadlines`), as the timer
 service resolves them.
@@ -25,7 +26,8 @@ from headrace.settings import Settings
 
 log = logging.getLogger("headrace.api")
 
-SCAN_BUDGET = 20_000
+SCAN_BUDGET = 20_000  # run index entries one report reads at most
+SAMPLE_BUDGET = 200_000  # step samples one report reads at most
 
 
 class Deadlines:
@@ -77,6 +79,7 @@ def sla_report(
     now: int,
     open_limit: int = 50,
     budget: int = SCAN_BUDGET,
+    sample_budget: int = SAMPLE_BUDGET,
     deadline: Callable[[dict[str, Any]], int | None] | None = None,
 ) -> dict[str, Any]:
     def in_window(t: int) -> bool:
@@ -84,7 +87,11 @@ def sla_report(
 
     ended: list[dict[str, Any]] = []
     durations: dict[tuple[str, str | None], list[int]] = {}
-    for _, value in store.scan(keys.sample_prefix(wtype)):
+    truncated = False
+    for scanned, (_, value) in enumerate(store.scan(keys.sample_prefix(wtype)), 1):
+        if scanned > sample_budget:
+            truncated = True
+            break
         s = keys.loads(value)
         if not in_window(s["ended_at"]):
             continue
@@ -94,7 +101,6 @@ def sla_report(
         if s.get("sla"):
             ended.append(s)
     live: list[dict[str, Any]] = []
-    truncated = False
     prefix = keys.type_prefix(wtype) if wtype is not None else keys.tenant_prefix(None)
     for scanned, (index_key, _) in enumerate(store.scan(prefix), 1):
         if scanned > budget:

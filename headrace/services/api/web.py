@@ -1,5 +1,14 @@
 """The query API's HTTP surface (aiohttp): JSON over the views, plus control operations.
 
+Reads that scan the database (lists, statistics, the SLA report) run in the
+default thread pool, within scan budgets, so a large one never holds up the
+event loop (nor ``/healthz``); :meth:`Api.close_reads` lets the service wait for
+them before it closes the database.
+
+Path parameters are percent-decoded: a run id with ``/`` in it is addressed as
+``/runs/acme/a%2Fb`` (:class:`~headrace.services.api.client.ApiClient` encodes
+them). An unknown route is a JSON ``404`` like every other error.
+
 Every read can be made to wait for its own writes: ``min_offsets=p:o,...``
 waits until the views reflect ``events`` up to those offsets, ``fresh=true``
 until they reflect everything ``events`` holds at the time of the request,
@@ -16,7 +25,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from aiohttp import web
 from confluent_kafka import Consumer, TopicPartition
@@ -49,6 +59,9 @@ log = logging.getLogger("headrace.api")
 
 DEFAULT_WAIT_S = 10.0
 MAX_LIMIT = 1000
+READ_THREADS = 4
+
+T = TypeVar("T")
 
 
 class Api:
@@ -64,6 +77,34 @@ class Api:
         self._producer_lock = threading.Lock()
         self._producer: Any = None
         self.deadlines = Deadlines(settings)
+        # Scans of the store run here, off the event loop; counted, so that the service
+        # can wait for them before it closes the store.
+        self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="api-read")
+        self._reading = 0
+        self._idle = threading.Condition()
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the read pool: a scan of the store must not block the loop."""
+        with self._idle:
+            self._reading += 1
+        try:
+            job = self._reads.submit(fn, *args)
+        except RuntimeError:  # the pool is shut down: the service is stopping
+            self._done(None)
+            raise HeadraceError(ErrorCode.API_UNAVAILABLE, "the API is stopping") from None
+        job.add_done_callback(self._done)  # also when it is cancelled before it ran
+        return await asyncio.wrap_future(job)
+
+    def _done(self, _: object) -> None:
+        with self._idle:
+            self._reading -= 1
+            self._idle.notify_all()
+
+    def close_reads(self, timeout: float) -> bool:
+        """Take no more reads and wait for those running; False if one still runs."""
+        self._reads.shutdown(wait=False, cancel_futures=True)
+        with self._idle:
+            return self._idle.wait_for(lambda: self._reading == 0, timeout)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors])
@@ -190,19 +231,26 @@ class Api:
         await self.consistent(request)
         statuses = queries.parse_statuses(q.get("status"))
         match = self._matcher(q.get("filter"))
-        page = queries.list_runs(
-            self.store,
-            wtype=q.get("type") or None,
-            tenant=q.get("tenant") or None,
-            statuses=statuses,
-            match=match,
-            limit=integer(q, "limit", 100, 1, MAX_LIMIT),
-            cursor=q.get("cursor"),
-            full=flag(q, "full"),
-        )
-        if flag(q, "full"):
-            page.items = [run_document(v) for v in page.items]
-        return json_response({"runs": page.items, "next": page.next})
+        limit = integer(q, "limit", 100, 1, MAX_LIMIT)
+        full = flag(q, "full")
+
+        def page() -> queries.Page:
+            found = queries.list_runs(
+                self.store,
+                wtype=q.get("type") or None,
+                tenant=q.get("tenant") or None,
+                statuses=statuses,
+                match=match,
+                limit=limit,
+                cursor=q.get("cursor"),
+                full=full,
+            )
+            if full:
+                found.items = [run_document(v) for v in found.items]
+            return found
+
+        found = await self.offload(page)
+        return json_response({"runs": found.items, "next": found.next})
 
     def _matcher(self, src: str | None) -> Callable[[dict[str, Any]], bool] | None:
         if not src:
@@ -237,8 +285,9 @@ class Api:
         if view is None:
             raise HeadraceError(
                 ErrorCode.RUN_NOT_FOUND,
-                f"no run {tenant}/{run_id} in the views (at {self.indexer.position()}) — check "
-                "the tenant and run id; a run started a moment ago appears with `fresh=true`",
+                f"run not found: no run {tenant}/{run_id} in the views (at "
+                f"{self.indexer.position()}) — check the tenant and run id; a run started a "
+                "moment ago appears with `fresh=true`",
             )
         return view
 
@@ -331,21 +380,25 @@ class Api:
         raw = q.get("status") or "pending"
         statuses = None if raw == "all" else queries.parse_statuses(raw, APPROVAL_STATUSES, {})
         roles = [r for r in (q.get("role") or "").split(",") if r]
-        page = queries.list_approvals(
-            self.store,
-            statuses=statuses,
-            tenant=q.get("tenant") or None,
-            assignee=q.get("assignee") or None,
-            roles=roles,
-            limit=integer(q, "limit", 100, 1, MAX_LIMIT),
-            cursor=q.get("cursor"),
+        limit = integer(q, "limit", 100, 1, MAX_LIMIT)
+        page = await self.offload(
+            lambda: queries.list_approvals(
+                self.store,
+                statuses=statuses,
+                tenant=q.get("tenant") or None,
+                assignee=q.get("assignee") or None,
+                roles=roles,
+                limit=limit,
+                cursor=q.get("cursor"),
+            )
         )
         return json_response({"approvals": page.items, "next": page.next})
 
     async def approval(self, request: web.Request) -> web.Response:
         aid = request.match_info["approval_id"]
         await self.consistent(request)
-        found = queries.find_approvals(self.store, aid, request.query.get("tenant") or None)
+        tenant = request.query.get("tenant") or None
+        found = await self.offload(queries.find_approvals, self.store, aid, tenant)
         if not found:
             raise HeadraceError(
                 ErrorCode.APPROVAL_NOT_FOUND,
@@ -368,15 +421,19 @@ class Api:
         if step is not None and not q.get("type"):
             raise bad("step needs type (a step name is unique within a workflow type)")
         since = parse_time(q.get("since"), "since", now)
-        steps = queries.step_stats(
-            self.store,
-            wtype=q.get("type") or None,
-            step=step,
-            since=since,
-            until=parse_time(q.get("until"), "until", now),
-            samples=integer(q, "samples", 0, 0, 10_000),
+        until = parse_time(q.get("until"), "until", now)
+        samples = integer(q, "samples", 0, 0, 10_000)
+        steps, truncated = await self.offload(
+            lambda: queries.step_stats(
+                self.store,
+                wtype=q.get("type") or None,
+                step=step,
+                since=since,
+                until=until,
+                samples=samples,
+            )
         )
-        return json_response({"since": since, "steps": steps})
+        return json_response({"since": since, "steps": steps, "truncated": truncated})
 
     async def sla_stats(self, request: web.Request) -> web.Response:
         q = request.query
@@ -387,20 +444,23 @@ class Api:
         open_limit = integer(q, "open", 50, 0, 10_000)
         loop = asyncio.get_running_loop()
         deadline = await loop.run_in_executor(None, self.deadlines.resolver)
-        body = sla_report(
-            self.store,
-            wtype=q.get("type") or None,
-            since=since,
-            until=until,
-            now=now,
-            open_limit=open_limit,
-            deadline=deadline,
+        body = await self.offload(
+            lambda: sla_report(
+                self.store,
+                wtype=q.get("type") or None,
+                since=since,
+                until=until,
+                now=now,
+                open_limit=open_limit,
+                deadline=deadline,
+            )
         )
         return json_response(body)
 
     async def run_stats(self, request: web.Request) -> web.Response:
         q = request.query
         await self.consistent(request)
-        return json_response(
-            queries.run_counts(self.store, q.get("type") or None, q.get("tenant") or None)
+        counts = await self.offload(
+            queries.run_counts, self.store, q.get("type") or None, q.get("tenant") or None
         )
+        return json_response(counts)

@@ -8,9 +8,11 @@ Layout of a partition's RocksDB database (keys are bytes; ``|`` is concatenation
     the address's earliest expiry (``Address.indexed``), so the sweep finds the
     addresses with something to drop by a range scan from ``e`` to now.
 
-Writes go through :class:`~headrace.streams.batched_store.BatchedChangelogStore`:
-one RocksDB write per partition and batch, changelog records sent in awaited
-batches before faust may commit the batch's offsets.
+Writes go through :class:`~headrace.streams.batched_store.BatchedChangelogStore`,
+changelog first: the service produces the changelog records of
+:meth:`AddressBook.changes` and, once Kafka has acknowledged them, applies them
+in one RocksDB write per partition (``write_acked``), before faust may commit
+the batch's offsets.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def split_expiry_key(key: bytes) -> tuple[int, str]:
     return _U64.unpack_from(key, 1)[0], key[9:].decode()
 
 
+def address_of(key: bytes) -> str:
+    """The address a key of the table belongs to (a record or an expiry key)."""
+    return key[1:].decode() if key[:1] == RECORD else split_expiry_key(key)[1]
+
+
 class AddressBook:
     """Loads and saves :class:`Address` records of the partitions this worker owns."""
 
@@ -49,11 +56,11 @@ class AddressBook:
         raw = self.store.get(partition, record_key(name))
         return None if raw is None else Address.from_bytes(name, raw)
 
-    def save(
-        self, partition: int, addresses: Iterable[Address], stale: Iterable[bytes] = ()
-    ) -> None:
-        """Write ``addresses`` (an empty one is deleted) and re-file them for the sweep, in
-        one atomic write; ``stale`` expiry keys are deleted with them."""
+    def changes(
+        self, addresses: Iterable[Address], stale: Iterable[bytes] = ()
+    ) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """The puts and deletes that write ``addresses`` (an empty one is deleted) and re-file
+        them for the sweep; ``stale`` expiry keys are deleted with them."""
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = list(stale)
         for a in addresses:
@@ -69,7 +76,7 @@ class AddressBook:
                 # Written even when nothing changed (a redelivered message): its changelog
                 # record may be the one a crash kept from Kafka.
                 puts[record_key(a.name)] = a.to_bytes()
-        self.store.write(partition, puts, [k for k in deletes if k not in puts])
+        return puts, [k for k in deletes if k not in puts]
 
     def due(self, partition: int, now: int, limit: int) -> list[tuple[bytes, str]]:
         """Expiry keys at or before ``now`` (earliest first) and their addresses."""

@@ -21,6 +21,7 @@ API alike. docs/signals.md has the full vocabulary:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,11 @@ def _str(doc: dict[str, Any], name: str, *, optional: bool = False) -> Any:
         return None
     if not isinstance(v, str) or not v:
         raise ValueError(f"`{name}` must be a non-empty string, got {v!r}")
+    try:
+        v.encode()
+    except UnicodeEncodeError:
+        # JSON allows "\ud800"; keys and RocksDB records are UTF-8.
+        raise ValueError(f"`{name}` is not valid Unicode (a lone surrogate?): {v!r}") from None
     return v
 
 
@@ -104,6 +110,8 @@ def _int(doc: dict[str, Any], name: str, default: int | None = None) -> int:
     v = doc.get(name, default)
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ValueError(f"`{name}` must be a number (epoch ms), got {v!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"`{name}` must be a finite number (epoch ms), got {v!r}")
     return int(v)
 
 
@@ -115,6 +123,8 @@ def parse_op(value: bytes | None) -> Op:
         doc = json.loads(value)
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("not JSON this service reads: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError("a signals message must be a JSON object")
     op = doc.get("op")

@@ -2,22 +2,33 @@
 
 For each batch of ``signals`` messages (``take_events``, concurrency 1):
 
-1. every message is validated (:mod:`.messages`; an unreadable one goes to
-   ``dlq`` with the reason in headers) and folded into the record of its
-   address (:mod:`.address`), loaded once per batch — awaits register waits,
-   signals are offered or buffered, cancels take or hand back offers;
-   broadcasts are resolved through the query API (:mod:`.broadcast`);
-2. the resulting ``DeliverSignal`` commands (and dead letters) are produced and
+1. every message is validated (:mod:`.messages`); broadcasts are resolved
+   through the query API (:mod:`.broadcast`) — before the lock below, since the
+   API may take minutes to answer;
+2. under the lock the sweep also takes, the messages are folded into the
+   records of their addresses (:mod:`.address`), loaded once per batch —
+   awaits register waits, signals are offered or buffered, cancels take or
+   hand back offers;
+3. the resulting ``DeliverSignal`` commands (and dead letters) are produced and
    awaited (idempotent producer, ``acks=all``);
-3. only then the touched address records are written — one RocksDB write per
-   partition — and their changelog records sent and awaited, so faust commits
-   the batch's offsets only past state that is in Kafka.
+4. then the touched address records' changelog records, and once those are
+   acknowledged the records are written to RocksDB — one write per partition,
+   none for a partition revoked meanwhile (its next owner decides the messages
+   again) — so faust commits the batch's offsets only past state that is in
+   Kafka.
 
-A crash anywhere loses nothing: before step 3 the messages are delivered again
+A message that cannot be applied goes to ``dlq`` with the reason in headers:
+unreadable, failing in the fold (a bug), a broadcast the API cannot serve, or
+one that causes a message or a record Kafka refuses for good (too large). The
+batch is then decided again without it, from the same records — nothing is
+written before step 4 — so it changes nothing. A message too large for the DLQ
+itself is dead-lettered without its value (header ``headrace-value-omitted``).
+
+A crash anywhere loses nothing: before step 4 the messages are delivered again
 and decided again from the same records (times are record timestamps), giving
 the same commands with the same ids, which the orchestrator applies once; after
-it, each record's ``applied`` offset makes them no-ops (and re-sends the record
-to the changelog, in case the crash kept it from Kafka).
+the changelog records are acknowledged, the records come back from the
+changelog and each one's ``applied`` offset makes the messages no-ops.
 
 A message on a partition other than its address's (a producer that hashed the
 key differently) is forwarded to the right one. The **sweep**
@@ -42,24 +53,33 @@ from typing import Any
 from headrace.core.outbox import Outgoing, command_message, signal_partition
 from headrace.errors import ErrorCode, HeadraceError
 from headrace.services.signals import metrics
-from headrace.services.signals.address import Address, Delivery, Rules, Tally
-from headrace.services.signals.book import AddressBook, split_expiry_key
+from headrace.services.signals.address import Address, Rules, Tally
+from headrace.services.signals.book import AddressBook, address_of, split_expiry_key
 from headrace.services.signals.broadcast import Broadcaster
 from headrace.services.signals.config import SignalSettings
-from headrace.services.signals.messages import BroadcastOp, SignalOp, parse_op
+from headrace.services.signals.messages import BroadcastOp, Op, SignalOp, WaitOp, parse_op
 from headrace.settings import Settings
 from headrace.streams.app import make_app
 from headrace.streams.batched_store import BatchedChangelogStore
-from headrace.streams.producer import AsyncProducer
+from headrace.streams.producer import AsyncProducer, MessageRefused
 
 log = logging.getLogger("headrace.signals")
 
 TABLE = "addresses"
 # Test hook (the crash tests): HEADRACE_CRASH_POINT=signals-after-commands makes the
 # worker SIGKILL itself, with probability HEADRACE_CRASH_PROBABILITY, once a batch's
-# commands are acknowledged and before its records are written; signals-after-write
-# once they are written to RocksDB and before their changelog records are sent.
-CRASH_POINTS = ("signals-after-commands", "signals-after-write")
+# commands are acknowledged and before its records are written; signals-after-changelog
+# once their changelog records are acknowledged and before they are written to RocksDB.
+CRASH_POINTS = ("signals-after-commands", "signals-after-changelog")
+
+
+@dataclass(frozen=True, slots=True)
+class _Reject:
+    """Why a message of the batch goes to the DLQ instead of being applied."""
+
+    code: ErrorCode
+    reason: str
+    keep_value: bool = True  # False: the message itself is too large for the DLQ
 
 
 @dataclass(slots=True)
@@ -67,11 +87,15 @@ class _Work:
     """What one batch produces, before anything is written."""
 
     addresses: dict[int, dict[str, Address]] = field(default_factory=dict)
-    out: list[Outgoing] = field(default_factory=list)
-    broadcasts: list[tuple[Any, BroadcastOp, int]] = field(default_factory=list)
+    # the messages of the batch (their indexes) that loaded each (partition, address)
+    touched: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    # (index of the message it comes from, the message to produce)
+    out: list[tuple[int, Outgoing]] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
     delivered: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     tally: Tally = field(default_factory=Tally)
+    broadcasts: int = 0
     targets: int = 0
 
 
@@ -115,6 +139,10 @@ class SignalService:
         self._crash_probability = float(os.environ.get("HEADRACE_CRASH_PROBABILITY", "0") or 0)
         # The agent and the sweep both rewrite address records: one at a time.
         self.lock = asyncio.Lock()
+        # Revocations so far, and the last one of each partition: a batch or sweep begun
+        # before a partition's revocation does not write its records.
+        self._epoch = 0
+        self._revoked: dict[int, int] = {}
         self.app.agent(self.source, concurrency=1, name="signals")(self._agent)
         self.app.task(self._sweep_loop)
         # faust's Signal.connect is typed for a keyword-only `signal` argument.
@@ -143,15 +171,17 @@ class SignalService:
 
     async def _on_partitions_revoked(self, sender: Any, revoked: Any = None, **_: Any) -> None:
         gone = {tp.partition for tp in revoked or () if tp.topic == self.topics.signals}
-        # A batch or sweep in hand finishes first: its writes belong to these databases.
-        # (After 30 s we go on regardless; faust would otherwise kick us out of the group.)
+        self._epoch += 1
+        for p in gone:
+            self._revoked[p] = self._epoch
+        # A batch or sweep in hand finishes first (it writes no records of these partitions
+        # from now on). After 30 s we go on regardless; faust would otherwise kick us out
+        # of the group.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30), self.lock:
                 pass
         self.active -= gone
         metrics.ACTIVE_PARTITIONS.set(len(self.active))
-        # Changelog records go out before the next owner recovers the partitions.
-        await self._flush()
 
     # -- the batch -------------------------------------------------------------
 
@@ -160,46 +190,126 @@ class SignalService:
             await self.process(batch)
 
     async def process(self, events: Iterable[Any]) -> None:
-        """Fold a batch of ``signals`` messages and write everything it causes."""
+        """Fold a batch of ``signals`` messages and write everything it causes.
+
+        A message that cannot be applied — unreadable, failing in the fold, or
+        causing a message or a record Kafka refuses for good (too large) — goes to
+        the DLQ with the reason, and the batch is decided again without it, so
+        nothing it changed is written.
+        """
         started = time.perf_counter()
+        epoch = self._epoch
+        msgs = [ev.message for ev in events]
+        rejected: dict[int, _Reject] = {}
+        ops: list[Op | None] = []
+        for i, msg in enumerate(msgs):
+            try:
+                ops.append(parse_op(msg.value))
+            except Exception as exc:  # ValueError, or a parser bug: never the agent's end
+                ops.append(None)
+                reason = str(exc) if isinstance(exc, ValueError) else _describe(exc)
+                self._reject(rejected, i, msg, _Reject(ErrorCode.DECODE_FAILED, reason))
+        # The query API may take minutes to answer: broadcasts are resolved before the
+        # lock, so the sweep and a rebalance do not wait for them.
+        resolved: dict[int, list[Outgoing]] = {}
+        for i, op in enumerate(ops):
+            if isinstance(op, BroadcastOp):
+                resolved_or_reject = await self._resolve(msgs[i], op)
+                if isinstance(resolved_or_reject, _Reject):
+                    self._reject(rejected, i, msgs[i], resolved_or_reject)
+                else:
+                    resolved[i] = resolved_or_reject
         async with self.lock:
-            work = _Work()
-            for ev in events:
-                self._fold(ev.message, work)
-            for msg, op, now in work.broadcasts:
-                await self._broadcast(msg, op, now, work)
-            await self._send(work.out)
-            self._maybe_crash("signals-after-commands")
-            for p, addresses in work.addresses.items():
-                self.book.save(p, addresses.values())
-            self._maybe_crash("signals-after-write")
-            await self._flush()
+            dirty: set[tuple[int, str]] = set()
+            while True:
+                work = self._decide(msgs, ops, resolved, rejected, dirty, epoch)
+                if await self._commit(work, msgs, rejected, dirty, epoch):
+                    break
         self._count(work)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    def _fold(self, msg: Any, work: _Work) -> None:
+    def _lost(self, partition: int, epoch: int) -> bool:
+        """Was ``partition`` revoked since the batch of ``epoch`` began?"""
+        return self._revoked.get(partition, -1) > epoch
+
+    def _reject(self, rejected: dict[int, _Reject], i: int, msg: Any, r: _Reject) -> None:
+        rejected[i] = r
+        log.warning(
+            "signals message dead-lettered",
+            extra={
+                "code": r.code.code,
+                "reason": r.reason,
+                "partition": msg.partition,
+                "offset": msg.offset,
+            },
+        )
+
+    async def _resolve(self, msg: Any, op: BroadcastOp) -> list[Outgoing] | _Reject:
         try:
-            op = parse_op(msg.value)
-        except ValueError as exc:
-            work.out.append(self._dead_letter(msg, ErrorCode.DECODE_FAILED, str(exc)))
-            return
-        now = int((msg.timestamp or time.time()) * 1000)
-        if isinstance(op, BroadcastOp):
-            work.broadcasts.append((msg, op, now))
-            return
+            commands = await self.broadcaster.commands(op, _now(msg))
+        except HeadraceError as exc:
+            return _Reject(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("broadcast %s failed", op.signal_id)
+            return _Reject(ErrorCode.INTERNAL, f"broadcast {op.signal_id}: {_describe(exc)}")
+        log.info(
+            "broadcast resolved",
+            extra={"signal_id": op.signal_id, "type": op.type, "targets": len(commands)},
+        )
+        return commands
+
+    def _decide(
+        self,
+        msgs: list[Any],
+        ops: list[Op | None],
+        resolved: dict[int, list[Outgoing]],
+        rejected: dict[int, _Reject],
+        dirty: set[tuple[int, str]],
+        epoch: int,
+    ) -> _Work:
+        """Fold the batch from the stored records; a message that fails is rejected and the
+        batch folded again from the start (nothing is written yet), so it changes nothing."""
+        while True:
+            work = _Work()
+            for i, msg in enumerate(msgs):
+                if self._lost(msg.partition, epoch):
+                    continue  # the partition's next owner decides it
+                r = rejected.get(i)
+                op = ops[i]
+                if r is not None:
+                    work.out.append((i, self._dead_letter(msg, r)))
+                    work.rejected[r.code.code] += 1
+                elif isinstance(op, BroadcastOp):
+                    self._broadcast(i, op, resolved[i], work)
+                elif op is not None:
+                    try:
+                        self._fold(i, msg, op, work)
+                    except Exception as exc:
+                        log.exception("folding a signals message failed")
+                        self._reject(rejected, i, msg, _Reject(ErrorCode.INTERNAL, _describe(exc)))
+                        break
+            else:
+                for p, name in dirty:
+                    addresses = work.addresses.setdefault(p, {})
+                    if name not in addresses and not self._lost(p, epoch):
+                        addresses[name] = self.book.load(p, name) or Address(name)
+                return work
+
+    def _fold(self, i: int, msg: Any, op: WaitOp | SignalOp, work: _Work) -> None:
+        now = _now(msg)
         p: int = msg.partition
         name = op.address
         home = signal_partition(name, self.settings.partitions)
         if home != p:
-            work.out.append(
-                Outgoing(self.topics.signals, msg.value, name, home, list(msg.headers or ()))
-            )
+            out = Outgoing(self.topics.signals, msg.value, name, home, list(msg.headers or ()))
+            work.out.append((i, out))
             work.outcomes[(op.op, "forwarded")] += 1
             return
         addresses = work.addresses.setdefault(p, {})
         a = addresses.get(name)
         if a is None:
             a = addresses[name] = self.book.load(p, name) or Address(name)
+        work.touched.setdefault((p, name), []).append(i)
         if msg.offset <= a.applied:
             work.outcomes[(op.op, "redelivered")] += 1
             return
@@ -212,50 +322,135 @@ class SignalService:
             deliveries = a.cancel(op, now, self.rules, t)
         a.applied = msg.offset
         work.outcomes[(op.op, "applied")] += 1
-        self._deliver(deliveries, now, work)
-
-    def _deliver(self, deliveries: list[Delivery], now: int, work: _Work) -> None:
         for d in deliveries:
-            work.out.append(command_message(d.command(now), self.routing))
+            work.out.append((i, command_message(d.command(now), self.routing)))
             work.delivered["run" if d.signal.run_id is not None else "correlation"] += 1
 
-    async def _broadcast(self, msg: Any, op: BroadcastOp, now: int, work: _Work) -> None:
-        try:
-            commands = await self.broadcaster.commands(op, now)
-        except HeadraceError as exc:
-            work.out.append(self._dead_letter(msg, exc.code, exc.message))
-            return
-        work.out.extend(commands)
+    def _broadcast(self, i: int, op: BroadcastOp, commands: list[Outgoing], work: _Work) -> None:
+        work.out.extend((i, c) for c in commands)
+        work.broadcasts += 1
         work.targets += len(commands)
         work.delivered["broadcast"] += len(commands)
         work.outcomes[("broadcast", "applied")] += 1
-        log.info(
-            "broadcast delivered",
-            extra={"signal_id": op.signal_id, "type": op.type, "targets": len(commands)},
-        )
 
-    async def _send(self, messages: list[Outgoing]) -> None:
+    async def _commit(
+        self,
+        work: _Work,
+        msgs: list[Any],
+        rejected: dict[int, _Reject],
+        dirty: set[tuple[int, str]],
+        epoch: int,
+    ) -> bool:
+        """Produce the batch's messages, then its records' changelog, then write the records
+        to RocksDB. False: Kafka refused something for good — decide again without the
+        messages that caused it (now in ``rejected``)."""
+        _, refused = await self._produce([m for _, m in work.out])
+        if refused:
+            # One decision per message, however many of its outputs were refused.
+            causes = {work.out[j][0]: why for j, why in sorted(refused.items(), reverse=True)}
+            for i, why in causes.items():
+                self._refuse(rejected, i, msgs[i], why)
+            return False
+        self._maybe_crash("signals-after-commands")
+        staged = []
+        for p, addresses in work.addresses.items():
+            if self._lost(p, epoch):
+                # Revoked while the batch was in hand: its records are the next owner's to
+                # write (it decides these messages again, into the same commands).
+                log.warning("partition %d revoked during the batch; not writing its records", p)
+                continue
+            puts, deletes = self.book.changes(addresses.values())
+            staged.append((p, puts, deletes, self.store.changelog_records(p, puts, deletes)))
+        records = [r for *_, rs in staged for r in rs]
+        offsets, refused = await self._produce(records)
+        if refused:
+            by_address: dict[tuple[int, str], str] = {}
+            for j, why in refused.items():
+                by_address.setdefault(_address(records[j]), why)
+            for (p, name), why in by_address.items():
+                culprits = [i for i in work.touched.get((p, name), ()) if i not in rejected]
+                if not culprits:
+                    raise HeadraceError(
+                        ErrorCode.INTERNAL,
+                        f"the changelog refuses the record of address {name!r}, which no "
+                        f"message of this batch changed: {why}",
+                    )
+                # The record holds every message of the batch at the address: drop the
+                # largest (what grows a record is the data of the signals it keeps), and
+                # try again without it.
+                i = max(culprits, key=lambda i: (_size(msgs[i]), i))
+                reason = (
+                    f"the record of address {name!r} would not fit the changelog with this "
+                    f"message applied: {why}"
+                )
+                self._reject(rejected, i, msgs[i], _Reject(ErrorCode.KAFKA_PRODUCE_FAILED, reason))
+            # Some of the records did reach the changelog: write all of them again.
+            dirty.update(_address(r) for r in records)
+            return False
+        self._maybe_crash("signals-after-changelog")
+        at = 0
+        for p, puts, deletes, rs in staged:
+            self.store.write_acked(p, puts, deletes, rs, offsets[at : at + len(rs)])
+            at += len(rs)
+        return True
+
+    def _refuse(self, rejected: dict[int, _Reject], i: int, msg: Any, why: str) -> None:
+        """Kafka refused for good a message that message ``i`` causes: dead-letter ``i`` (if
+        ``i`` was dead-lettered already, that is what was refused: again without its value)."""
+        r = rejected.get(i)
+        if r is None:
+            reason = f"Kafka refuses what it causes: {why}"
+            self._reject(rejected, i, msg, _Reject(ErrorCode.KAFKA_PRODUCE_FAILED, reason))
+        elif r.keep_value:
+            # Its dead letter was refused: the message itself is too large for the DLQ.
+            reason = f"{r.reason} (the message is left out, the DLQ refuses it: {why})"
+            self._reject(rejected, i, msg, _Reject(r.code, reason, keep_value=False))
+        else:
+            raise HeadraceError(
+                ErrorCode.KAFKA_PRODUCE_FAILED,
+                f"the DLQ refuses even the headers of signals message "
+                f"{msg.partition}:{msg.offset}: {why}",
+            )
+
+    async def _produce(self, messages: list[Outgoing]) -> tuple[list[int], dict[int, str]]:
+        """Produce ``messages``, retrying what may succeed later (a duplicate beats a loss: all
+        are idempotent). Returns their offsets, and why Kafka refuses some for good (too
+        large, invalid) by index — every other message is then acknowledged."""
+        if not messages:
+            return [], {}
         while True:
             try:
-                await self._producer().send(messages)
-                return
+                return await self._producer().send(messages), {}
+            except MessageRefused as exc:
+                offsets, suspects = list(exc.offsets), sorted(exc.refused)
+                break
             except HeadraceError as exc:
                 if not exc.retryable:
                     raise
-                # Everything is sent again: a duplicate command beats a lost one.
-                log.warning("commands not acknowledged, retrying: %s", exc.message)
+                log.warning("produce not acknowledged, retrying: %s", exc.message)
                 await asyncio.sleep(1.0)
-
-    async def _flush(self) -> None:
-        while True:
-            try:
-                await self.store.flush(self._producer())
-                return
-            except HeadraceError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("changelog flush failed, retrying: %s", exc.message)
+        # A broker refuses a whole record batch for one message too large: each suspect
+        # alone says whether it is the one (all in flight at once, in order).
+        refused: dict[int, str] = {}
+        while suspects:
+            results = await asyncio.gather(
+                *(self._producer().send([messages[j]]) for j in suspects), return_exceptions=True
+            )
+            again = []
+            for j, res in zip(suspects, results, strict=True):
+                if isinstance(res, MessageRefused):
+                    refused[j] = res.refused[0]
+                elif isinstance(res, HeadraceError) and res.retryable:
+                    again.append(j)
+                elif isinstance(res, BaseException):
+                    raise res
+                else:
+                    offsets[j] = res[0]
+            if again:
+                log.warning("produce not acknowledged, retrying %d messages", len(again))
                 await asyncio.sleep(1.0)
+            suspects = again
+        return offsets, refused
 
     @staticmethod
     def _count(work: _Work) -> None:
@@ -263,26 +458,27 @@ class SignalService:
             metrics.DELIVERED.labels(label).inc(n)
         for (op, outcome), n in work.outcomes.items():
             metrics.MESSAGES.labels(op, outcome).inc(n)
+        for code, n in work.rejected.items():
+            metrics.REJECTED.labels(code).inc(n)
         _count_tally(work.tally)
-        if work.targets or work.broadcasts:
-            metrics.BROADCASTS.inc(len(work.broadcasts))
+        if work.broadcasts:
+            metrics.BROADCASTS.inc(work.broadcasts)
             metrics.BROADCAST_TARGETS.inc(work.targets)
 
-    def _dead_letter(self, msg: Any, code: ErrorCode, reason: str) -> Outgoing:
-        metrics.REJECTED.labels(code.code).inc()
-        log.warning(
-            "signals message dead-lettered",
-            extra={"reason": reason, "partition": msg.partition, "offset": msg.offset},
-        )
+    def _dead_letter(self, msg: Any, r: _Reject) -> Outgoing:
         headers = [
-            ("headrace-error-code", code.code.encode()),
-            ("headrace-error", f"signals message: {reason}".encode()[:4000]),
+            ("headrace-error-code", r.code.code.encode()),
+            ("headrace-error", f"signals message: {r.reason}".encode()[:4000]),
             ("headrace-source-topic", self.topics.signals.encode()),
             ("headrace-source-partition", str(msg.partition).encode()),
             ("headrace-source-offset", str(msg.offset).encode()),
             ("headrace-service", b"signals"),
         ]
-        return Outgoing(self.topics.dlq, msg.value, msg.key, None, headers)
+        if not r.keep_value:
+            headers.append(("headrace-value-omitted", b"too large"))
+        return Outgoing(
+            self.topics.dlq, msg.value if r.keep_value else None, msg.key, None, headers
+        )
 
     def _maybe_crash(self, point: str) -> None:
         if self._crash_point != point or self._crash_probability <= 0:
@@ -311,9 +507,10 @@ class SignalService:
         now = int(time.time() * 1000) if now is None else now
         tally = Tally()
         async with self.lock:
+            epoch = self._epoch
             for p in sorted(self.active):
                 due = self.book.due(p, now, self.config.sweep_batch)
-                if not due:
+                if not due or self._lost(p, epoch):
                     continue
                 changed: dict[str, Address] = {}
                 stale: list[bytes] = []
@@ -324,23 +521,63 @@ class SignalService:
                     if a is not None:
                         a.expire(now, self.rules, tally)
                         changed[name] = a
-                self.book.save(p, changed.values(), stale)
-            await self._flush()
+                puts, deletes = self.book.changes(changed.values(), stale)
+                records = self.store.changelog_records(p, puts, deletes)
+                offsets, refused = await self._produce(records)
+                if self._lost(p, epoch):
+                    continue
+                if refused:
+                    # Smaller than a record the changelog took before: only if its limits
+                    # shrank. The address stays as it is, and is tried again next round.
+                    bad = {_address(records[j])[1] for j in refused}
+                    log.error(
+                        "the changelog refuses expired address records; keeping them",
+                        extra={"partition": p, "addresses": sorted(bad)[:10]},
+                    )
+                    keep = [j for j, r in enumerate(records) if _address(r)[1] not in bad]
+                    records, offsets = [records[j] for j in keep], [offsets[j] for j in keep]
+                    puts = {k: v for k, v in puts.items() if address_of(k) not in bad}
+                    deletes = [k for k in deletes if address_of(k) not in bad]
+                self.store.write_acked(p, puts, deletes, records, offsets)
         metrics.SWEEPS.inc()
         _count_tally(tally)
         return tally.expired
 
     # -- running ---------------------------------------------------------------------
 
+    async def _close_broadcaster(self, sender: Any = None, **_: Any) -> None:
+        await self.broadcaster.close()
+
     def run(self) -> None:
         from headrace.streams.runner import run_worker
 
         self.start_clients()
+        # Once the agents stopped, on the worker's loop (its HTTP connections live there).
+        self.app.on_before_shutdown.connect(self._close_broadcaster)  # type: ignore[arg-type]
         try:
             run_worker(self.app, self.settings, "signals")
         finally:
             if self.producer is not None:
                 self.producer.close()
+
+
+def _now(msg: Any) -> int:
+    """A message's time: its record timestamp (ms), so deciding it again decides the same."""
+    return int((msg.timestamp or time.time()) * 1000)
+
+
+def _address(record: Outgoing) -> tuple[int, str]:
+    """The partition and address of a changelog record of the table."""
+    assert record.partition is not None and isinstance(record.key, bytes)
+    return record.partition, address_of(record.key)
+
+
+def _size(msg: Any) -> int:
+    return len(msg.value or b"")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _count_tally(t: Tally) -> None:

@@ -67,8 +67,8 @@ def test_kill_9_of_the_signal_service_loses_no_wait_and_no_buffered_signal(
     for key in (f"c{i}" for i in range(4)):
         send(s, f"sig-{key}", {"for": key}, correlation=key)
     # it dies again after its first batch's commands are acknowledged, then again
-    # after its records are written locally but before their changelog is sent
-    for point in ("signals-after-commands", "signals-after-write"):
+    # after its records' changelog is acknowledged but before they are written locally
+    for point in ("signals-after-commands", "signals-after-changelog"):
         svc.start({"HEADRACE_CRASH_POINT": point, "HEADRACE_CRASH_PROBABILITY": "1"})
         until(lambda: not svc.alive, f"the service to crash itself at {point}", 90)
         assert f"test crash hook: SIGKILL at {point}" in svc.log_path.read_text()

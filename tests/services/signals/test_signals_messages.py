@@ -138,6 +138,23 @@ def test_signal_and_broadcast_bodies_round_trip_through_the_parser() -> None:
             b'{"op": "await", "wait_id": "w", "tenant": "a", "run_id": "r", "signal": "go"}',
             "correlation",
         ),
+        # valid JSON to Python, and once crashed the service instead of reaching the DLQ
+        (
+            b'{"op": "signal", "signal_id": "s", "signal": "go", "tenant": "a",'
+            b' "correlation": "k", "time": Infinity}',
+            "finite",
+        ),
+        (
+            b'{"op": "signal", "signal_id": "s", "signal": "go", "tenant": "a",'
+            b' "correlation": "k", "time": NaN}',
+            "finite",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            b'{"op": "signal", "signal_id": "s", "signal": "go", "tenant": "\\ud800",'
+            b' "correlation": "k", "time": 1}',
+            "lone surrogate",
+        ),
     ],
 )
 def test_the_parser_says_what_is_wrong(value: bytes | None, says: str) -> None:
