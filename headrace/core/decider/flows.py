@@ -156,7 +156,10 @@ def finish_flow(d: Decision, flow: Flow) -> None:
     """A flow ran off its last step: its owner takes over."""
     kind = flow.kind
     if kind == ROOT:
-        lifecycle.complete_run(d)
+        # A suspended run holds its results: it completes on resume (the root
+        # flow stays ENDED in the state until then).
+        if not d.state.suspended:
+            lifecycle.complete_run(d)
     elif kind == BRANCH:
         fanout.branch_ended(d, flow)
     elif kind == ITERATION:

@@ -14,7 +14,8 @@ unwind goes on, ending in ``CompensationFailed`` instead of
 
 ``TerminateRun`` ends the run at once, without compensation. ``SuspendRun``
 holds the run: results, timers and signals are still recorded, but no step
-starts and no retry is dispatched until ``ResumeRun``. A cancel lifts a
+starts, no retry is dispatched and the run does not complete (when its last
+step ends meanwhile) until ``ResumeRun``. A cancel lifts a
 suspension.
 
 The four control commands carry ``{actor?, reason?}`` (``by`` is read as
@@ -43,6 +44,7 @@ from headrace.core.decider.errors import (
 from headrace.core.decider.state import (
     COMPENSATING,
     COMPENSATION_ID,
+    ENDED,
     READY,
     ROOT_ID,
     RUNNING,
@@ -186,6 +188,10 @@ def resume(d: Decision) -> None:
     if not st.suspended:
         return
     d.emit(E.RunResumed, _control(d))
+    root = st.flows.get(ROOT_ID)
+    if root is not None and root.status == ENDED and not st.finished:
+        complete_run(d)  # it ran off its last step while suspended
+        return
     for flow in list(st.flows.values()):
         if flow.status == READY and st.ready is not None:
             st.ready.append(flow.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from decider_kit import Run, definition, of, one, simulate, task, types
 
-from headrace.core.decider import State, apply, decide
+from headrace.core.decider import State, apply, decide, evolve
 from headrace.core.decider.context import fast_event_id
 from headrace.core.decider.effects import NotifyParent, effects
 from headrace.core.envelope import Command, CommandType, EventType, event_id_for
@@ -22,6 +22,28 @@ def test_suspend_holds_results_and_new_steps_until_resume() -> None:
     assert run.state.flows[""].step == "b"
     run.send(CommandType.ResumeRun, {})
     assert types(run.last) == ["RunResumed", "StepStarted", "TaskScheduled"]
+
+
+def test_a_suspended_run_whose_last_step_ends_completes_only_on_resume() -> None:
+    run = Run(definition(task("a")))
+    run.send(CommandType.SuspendRun, {})
+    run.complete("a", {"x": 1})
+    assert types(run.last) == ["TaskCompleted", "StepCompleted"]  # held, not completed
+    assert not run.state.finished
+    run.send(CommandType.ResumeRun, {})
+    assert types(run.last) == ["RunResumed", "RunCompleted"]
+    assert one(run.last, E.RunCompleted).payload["output"] == {"x": 1}
+    assert run.state.finished
+
+
+def test_a_held_completion_survives_a_replay_of_the_events() -> None:
+    run = Run(definition(task("a")))
+    run.send(CommandType.SuspendRun, {})
+    run.complete("a", {"x": 1})
+    replayed = State()
+    for event in run.events:
+        evolve(replayed, event)
+    assert replayed.to_bytes() == run.state.to_bytes()
 
 
 def test_suspend_defers_a_due_retry_until_resume() -> None:
