@@ -30,15 +30,15 @@ def test_kill_9_at_random_moments_loses_no_timer(
     ids: dict[str, int] = {}
     with CommandTap(platform) as tap:
         for cycle in range(cycles):
-            # Each chunk is due over the next ~40 s, so kills hit arming and firing alike.
+            # Each chunk is due over the next ~20 s, so kills hit arming and firing alike.
             base = now_ms()
             batch = [
-                (f"k{cycle}-{i}:1", f"k{cycle}-{i}", base + rng.randrange(500, 40_000))
+                (f"k{cycle}-{i}:1", f"k{cycle}-{i}", base + rng.randrange(500, 20_000))
                 for i in range(chunk)
             ]
             ids.update({tid: due for tid, _, due in batch})
             arm(platform, batch)
-            time.sleep(rng.uniform(0.5, 6.0))
+            time.sleep(rng.uniform(0.5, 4.0))
             svc.kill9()
             time.sleep(rng.uniform(0.0, 3.0))
             svc.start()
