@@ -250,13 +250,16 @@ def main() -> None:
                 f"(steps/s x msgs/step) / L2 = {rate * msgs / l2:5.2f}",
                 flush=True,
             )
-        half = results[10] / 2 / 10  # runs/s giving half the saturated step rate
-        gaps = latency(settings, tap, 10, half, args.latency_seconds)
-        print(
-            f"\nper-step latency at half load ({half * 10:,.0f} steps/s, 10-step workflow, "
-            f"{len(gaps)} steps): p50 {pct(gaps, 50):.1f} ms  p99 {pct(gaps, 99):.1f} ms  "
-            f"max {max(gaps) if gaps else float('nan'):.0f} ms"
-        )
+        print()
+        for share, label in ((0.5, "half load"), (0.05, "light load")):
+            rate = results[10] * share / 10  # runs/s giving that share of the saturated rate
+            gaps = latency(settings, tap, 10, rate, args.latency_seconds)
+            print(
+                f"per-step latency at {label} ({rate * 10:,.0f} steps/s, 10-step workflow, "
+                f"{len(gaps)} steps): p50 {pct(gaps, 50):.1f} ms  p99 {pct(gaps, 99):.1f} ms  "
+                f"max {max(gaps) if gaps else float('nan'):.0f} ms",
+                flush=True,
+            )
     finally:
         services.stop()
         admin = make_admin(settings)

@@ -23,6 +23,34 @@ import faust
 
 from headrace.settings import Settings
 
+# faust builds its aiokafka consumer with fetch_max_wait_ms=1500 (hard-coded in
+# faust/transport/drivers/aiokafka.py). aiokafka keeps one fetch in flight per
+# broker and leaves partitions that still hold unconsumed records out of it, so
+# new data on such a partition waits for that long poll to end: up to 1.5 s,
+# in practice until data arrives on some other partition. A short long-poll
+# bounds that wait (docs/internals.md, bench/tasks.py hop latencies).
+FETCH_MAX_WAIT_MS = 10
+
+
+def _short_fetch_wait() -> None:
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    if getattr(thread, "_headrace_fetch_wait", False):
+        return
+    create = thread._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+    thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    thread._headrace_fetch_wait = True  # type: ignore[attr-defined]
+
+
+_short_fetch_wait()
+
 ROCKSDB_OPTIONS: dict[str, Any] = {
     "block_cache_size": 32 * 1024 * 1024,
     "block_cache_compressed_size": 0,
