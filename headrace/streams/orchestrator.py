@@ -57,7 +57,7 @@ from headrace.streams.batched_store import BatchedChangelogStore
 from headrace.streams.batches import fail_stop, run_batches
 from headrace.streams.partition_reader import read_partition
 from headrace.streams.partition_store import PartitionStore
-from headrace.streams.producer import AsyncProducer
+from headrace.streams.producer import AsyncProducer, MessageRefused
 
 log = logging.getLogger("headrace.orchestrator")
 
@@ -89,6 +89,27 @@ class _Batch:
     event_partitions: list[int] = field(default_factory=list)
     effects: list[Outgoing] = field(default_factory=list)
     states: dict[int, dict[bytes, State]] = field(default_factory=lambda: defaultdict(dict))
+
+
+def _key_text(key: Any) -> str:
+    return key.decode(errors="replace") if isinstance(key, bytes | bytearray) else str(key)
+
+
+# The largest message the orchestrator writes: librdkafka's default
+# message.max.bytes (1,000,000) less room for the key, headers and framing.
+MAX_MESSAGE = 990_000
+
+# A refused message this large is the cause; the broker may refuse small messages
+# that only shared its record batch.
+_LARGE = 512 * 1024
+
+
+def _refused_runs(exc: MessageRefused, sent: list[Outgoing]) -> set[str]:
+    """The run keys to blame for a refusal: those of the large refused messages,
+    or of every refused message when none is large."""
+    refused = [sent[i] for i in exc.refused if i < len(sent)]
+    large = [m for m in refused if len(m.value or b"") >= _LARGE]
+    return {_key_text(m.key) for m in (large or refused)}
 
 
 class Orchestrator:
@@ -274,20 +295,43 @@ class Orchestrator:
         """Decide a batch of faust events (commands) and write everything they cause."""
         assert self.producer is not None
         started = time.perf_counter()
-        out = _Batch()
-        n = 0
-        for ev in batch:
-            n += 1
-            self._decide_one(ev.message, out)
+        msgs = [ev.message for ev in batch]
+        n = len(msgs)
         if n == 0:
             return
-        # Events and effects go out together and are awaited together: one round
-        # trip per batch. An effect may thus reach its service before its event is
-        # durable; if the event write then fails, the command is decided again from
-        # the same snapshot and yields the same events and effect ids (decide is
-        # deterministic), which the services dedupe.
-        effects = batch_timer_ops(out.effects, self.routing)
-        offsets = await self.producer.send([*out.events, *effects])
+        refused: dict[int, HeadraceError] = {}  # commands whose output Kafka refused
+        while True:
+            out = _Batch()
+            for i, msg in enumerate(msgs):
+                if i in refused:
+                    self._dead_letter(msg, refused[i], out)
+                else:
+                    self._decide_one(msg, out)
+            # Events and effects go out together and are awaited together: one round
+            # trip per batch. An effect may thus reach its service before its event is
+            # durable; if the event write then fails, the command is decided again from
+            # the same snapshot and yields the same events and effect ids (decide is
+            # deterministic), which the services dedupe.
+            effects = batch_timer_ops(out.effects, self.routing)
+            sent = [*out.events, *effects]
+            try:
+                offsets = await self.producer.send(sent)
+                break
+            except MessageRefused as exc:
+                culprits = _refused_runs(exc, sent)
+                more = {
+                    i: HeadraceError(
+                        ErrorCode.KAFKA_PRODUCE_FAILED,
+                        f"what the command caused cannot be written to Kafka: {exc.message}",
+                    )
+                    for i, msg in enumerate(msgs)
+                    if i not in refused and _key_text(msg.key) in culprits
+                }
+                if not more:
+                    raise  # nothing to blame: fail-stop, as for any failed batch
+                # Decide the batch again without them (their states were not saved;
+                # what Kafka took of the others is written again, byte-identical).
+                refused.update(more)
         if out.events:
             self._maybe_crash("after-events")
         high: dict[int, int] = {}
@@ -319,6 +363,7 @@ class Orchestrator:
         key = command.run_key.encode()
         states = out.states[partition]
         state = states.get(key)
+        held = state is not None  # an earlier command of this batch changed it
         try:
             if state is None:
                 state = self._load(partition, key)
@@ -341,6 +386,7 @@ class Orchestrator:
                     return
                 sealed = handle(state, command, definition)
         except HeadraceError as exc:
+            self._forget(partition, key, out, held)
             self._dead_letter(msg, exc, out)
             notice = refused_start_notice(command, exc.message)
             if exc.code is ErrorCode.DRAINING and notice is not None:
@@ -348,6 +394,7 @@ class Orchestrator:
             return
         except Exception as exc:
             log.exception("decider failed", extra={"run": command.run_key})
+            self._forget(partition, key, out, held)
             self._dead_letter(
                 msg,
                 HeadraceError(
@@ -358,15 +405,47 @@ class Orchestrator:
                 out,
             )
             return  # `state` may be half-updated: it is not kept
+        topic = self.topics.events
+        events = [Outgoing(topic, raw, key, partition, _event_headers(e)) for e, raw in sealed]
+        caused = [m for e, _ in sealed for m in messages_for(effects(e), self.routing)]
+        large = next((m for m in (*events, *caused) if len(m.value or b"") > MAX_MESSAGE), None)
+        if large is not None:
+            # Kafka would refuse it: write nothing of this command, so the run's log
+            # stays whole, and say why (the run waits where it was).
+            self._forget(partition, key, out, held)
+            self._dead_letter(
+                msg,
+                HeadraceError(
+                    ErrorCode.KAFKA_PRODUCE_FAILED,
+                    f"what the command caused cannot be written to Kafka: a message to "
+                    f"{large.topic} of {len(large.value or b''):,} bytes is over the "
+                    f"{MAX_MESSAGE:,}-byte limit — keep large data out of run data "
+                    "(store it elsewhere and pass a reference)",
+                    retryable=False,
+                ),
+                out,
+            )
+            return
         states[key] = state
         metrics.COMMANDS.labels("applied" if sealed else "no-op").inc()
         if not sealed:
             return
-        topic = self.topics.events
-        for event, raw in sealed:
-            out.events.append(Outgoing(topic, raw, key, partition, _event_headers(event)))
-            out.event_partitions.append(partition)
-            out.effects.extend(messages_for(effects(event), self.routing))
+        out.events.extend(events)
+        out.event_partitions.extend([partition] * len(events))
+        out.effects.extend(caused)
+
+    def _forget(self, partition: int, key: bytes, out: _Batch, held: bool) -> None:
+        """Drop what a failed command may have half-done to the run's state: the next
+        command of the batch starts again from the snapshot plus the batch's events."""
+        states = out.states[partition]
+        if not held:
+            states.pop(key, None)
+            return
+        state = self._load(partition, key)
+        for m in out.events:
+            if m.key == key and m.value is not None:
+                fold(state, decode_event(m.value))
+        states[key] = state
 
     def _definition_for(self, state: State, command: Command) -> Definition | None:
         if state.started:

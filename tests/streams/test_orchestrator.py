@@ -67,6 +67,70 @@ def test_poison_commands_go_to_dlq_and_other_runs_go_on(
     assert "no-such-workflow" in ghost and "headrace deploy" in ghost
 
 
+BIG = """
+type: big
+version: 1
+steps:
+  - name: grow
+    kind: set
+    value: '[range(0; .n)] | map("item-\\(.)-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")'
+    into: items
+  - name: done
+    kind: succeed
+"""
+
+
+def test_a_run_whose_events_are_too_large_for_kafka_is_dead_lettered_alone(
+    platform: Settings, orchestrators: Callable[..., ServiceProcess], responder: Responder
+) -> None:
+    """A command whose events Kafka would refuse (here: a 1.6 MB step output) goes to the
+    DLQ with the reason and writes nothing; the other runs of its batch go on, and the
+    worker keeps running (it used to fail-stop on the same batch forever)."""
+    import time
+
+    from headrace.core.envelope import Command, CommandType
+    from headrace.core.outbox import command_message
+    from headrace.kafka import flush, make_producer
+
+    deploy_yaml(platform, sequential(2))
+    deploy_yaml(platform, BIG)
+    worker = orchestrators("a").start()
+    producer = make_producer(platform)
+    for i, n in enumerate((3, 30_000, 3)):  # the middle one is too large
+        start = Command(
+            f"start-big-{i}",
+            "tenant0",
+            f"big-{i}",
+            CommandType.StartRun,
+            int(time.time() * 1000),
+            {"workflow": "big", "version": None, "input": {"n": n}},
+        )
+        m = command_message(start, platform.routing)
+        producer.produce(m.topic, m.value, m.key, partition=m.partition)
+    flush(producer)
+    runs = start_runs(platform, "seq2", 10)
+
+    def finished() -> bool:
+        by = audit_events(platform).by_status()
+        return by.get("completed", 0) == len(runs) + 2
+
+    wait_for(finished, 90, "every other run to complete")
+    report = audit_events(platform)
+    assert "tenant0/big-1" not in report.runs  # nothing of it was written
+    assert {"tenant0/big-0", "tenant0/big-2"} <= set(report.runs)
+    assert not report.broken
+
+    def letters() -> list:
+        return list(read_partition(platform.bootstrap, platform.topics.dlq, 0, 0))
+
+    (letter,) = wait_for(letters, 30, "the dead letter")
+    headers = dict(letter.headers)
+    assert headers["headrace-error-code"] == b"HR-KAF-003"
+    assert b"cannot be written to Kafka" in headers["headrace-error"]
+    assert letter.key == b"tenant0/big-1"
+    assert worker.alive
+
+
 def test_crash_between_event_write_and_snapshot_loses_nothing(
     platform: Settings, orchestrators: Callable[..., ServiceProcess], responder: Responder
 ) -> None:
