@@ -57,7 +57,7 @@ def test_a_broadcast_reaches_exactly_the_live_runs_of_its_type_tenant_and_filter
     # (tenant, run, type, region)
     runs = [
         ("acme", "a1", "plain", "eu"),
-        ("acme", "a2", "plain", "eu"),  # suspended: it still records the signal
+        ("acme", "a2", "plain", "eu"),  # suspended: records the signal, ends on resume
         ("acme", "a3", "plain", "us"),  # filtered out
         ("acme", "a4", "plain", "eu"),
         ("acme", "a5", "plain", "eu"),
@@ -81,8 +81,14 @@ def test_a_broadcast_reaches_exactly_the_live_runs_of_its_type_tenant_and_filter
         tenant="acme",
         filter_expr='.region == "eu"',
     )
-    for run_id in ("a1", "a2", "a4", "a5"):
+    for run_id in ("a1", "a4", "a5"):
         assert output(s, started[run_id])["got"] == {"recall": True}
+    # a2 is suspended: it records the signal, and completes only once resumed
+    until(lambda: of_type(events(s, *started["a2"]), EventType.SignalReceived), "a2's signal")
+    assert not of_type(events(s, *started["a2"]), EventType.RunCompleted)
+    with api.client() as client:
+        client.control("resume", "acme", "a2", reason="broadcast test")
+    assert output(s, started["a2"])["got"] == {"recall": True}
     assert svc.metric("headrace_signals_broadcast_targets_total") == 4
     # every other run is still waiting: a signal sent to it now is the first it receives
     for run_id in ("a3", "g1"):
