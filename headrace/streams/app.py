@@ -110,3 +110,24 @@ def make_app(
     conf.update(overrides)
     app = faust.App(f"{settings.topic_prefix}{role}", **conf)
     return app
+
+
+def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
+    """``names`` as one faust topic of bytes keys and values, decoded by us.
+
+    ``key_type=bytes`` alone does not make faust's serializers raw (it still runs
+    its default codec, and a decode error kills the agent after acknowledging)."""
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+
+def bytes_table(app: faust.App, settings: Settings, name: str) -> Any:
+    """A RocksDB table of bytes keys and values, one database per partition
+    (addressed through :class:`~headrace.streams.partition_store.PartitionStore`)."""
+    return app.Table(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)

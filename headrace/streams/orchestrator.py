@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 import traceback
 from collections import defaultdict
@@ -52,9 +50,10 @@ from headrace.drain import DrainBook, refused_start_notice
 from headrace.errors import ErrorCode, HeadraceError
 from headrace.settings import Settings
 from headrace.streams import orchestrator_metrics as metrics
-from headrace.streams.app import make_app
+from headrace.streams.app import bytes_table, make_app, raw_topic
 from headrace.streams.batched_store import BatchedChangelogStore
 from headrace.streams.batches import fail_stop, run_batches
+from headrace.streams.crash_hook import CrashHook
 from headrace.streams.partition_reader import read_partition
 from headrace.streams.partition_store import PartitionStore
 from headrace.streams.producer import AsyncProducer, MessageRefused
@@ -130,26 +129,13 @@ class Orchestrator:
         self.batch_size = batch_size
         self.batch_within = batch_within
         self.app = make_app(settings, "orchestrator", instance=instance, web_port=web_port)
-        self.commands = self.app.topic(
-            self.topics.commands,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-        )
-        self.table = self.app.Table(
-            "runs",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-        )
+        self.commands = raw_topic(self.app, settings, self.topics.commands)
+        self.table = bytes_table(self.app, settings, "runs")
         self.store = BatchedChangelogStore(self.table)
         self.catalog = DefinitionCatalog(settings)
         self.drains = DrainBook(settings)
         self.producer: AsyncProducer | None = None
-        self._crash_point = os.environ.get("HEADRACE_CRASH_POINT") or None
-        self._crash_probability = float(os.environ.get("HEADRACE_CRASH_PROBABILITY", "0") or 0)
+        self._maybe_crash = CrashHook()
         self._ready: set[int] = set()
         self.app.agent(self.commands, concurrency=1, name="orchestrate")(self._agent)
         # faust's Signal.connect is typed for a keyword-only `signal` argument.
@@ -502,16 +488,6 @@ class Orchestrator:
         assert self.producer is not None
         task = asyncio.ensure_future(self.store.flush(self.producer))
         task.add_done_callback(_changelog_flushed)
-
-    def _maybe_crash(self, point: str) -> None:
-        if self._crash_point != point or self._crash_probability <= 0:
-            return
-        import random
-
-        if random.random() < self._crash_probability:
-            log.warning("test crash hook: SIGKILL at %s", point)
-            logging.shutdown()
-            os.kill(os.getpid(), signal.SIGKILL)
 
     # -- running -----------------------------------------------------------------
 

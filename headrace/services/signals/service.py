@@ -42,8 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -59,8 +57,9 @@ from headrace.services.signals.broadcast import Broadcaster
 from headrace.services.signals.config import SignalSettings
 from headrace.services.signals.messages import BroadcastOp, Op, SignalOp, WaitOp, parse_op
 from headrace.settings import Settings
-from headrace.streams.app import make_app
+from headrace.streams.app import bytes_table, make_app, raw_topic
 from headrace.streams.batched_store import BatchedChangelogStore
+from headrace.streams.crash_hook import CrashHook
 from headrace.streams.producer import AsyncProducer, MessageRefused
 
 log = logging.getLogger("headrace.signals")
@@ -118,25 +117,14 @@ class SignalService:
             self.config.buffer_ttl, self.config.dedupe_window, self.config.remembered
         )
         self.app = make_app(settings, "signals", instance=instance, web_port=web_port)
-        self.source = self.app.topic(
-            self.topics.signals,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-        )
-        # bytes key and value types make faust use the raw serializers.
-        self.table = self.app.Table(
-            TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions
-        )
+        self.source = raw_topic(self.app, settings, self.topics.signals)
+        self.table = bytes_table(self.app, settings, TABLE)
         self.store = BatchedChangelogStore(self.table)
         self.book = AddressBook(self.store)
         self.broadcaster = Broadcaster(self.config, self.routing)
         self.producer: AsyncProducer | None = None
         self.active: set[int] = set()
-        self._crash_point = os.environ.get("HEADRACE_CRASH_POINT") or None
-        self._crash_probability = float(os.environ.get("HEADRACE_CRASH_PROBABILITY", "0") or 0)
+        self._maybe_crash = CrashHook()
         # The agent and the sweep both rewrite address records: one at a time.
         self.lock = asyncio.Lock()
         # Revocations so far, and the last one of each partition: a batch or sweep begun
@@ -479,16 +467,6 @@ class SignalService:
         return Outgoing(
             self.topics.dlq, msg.value if r.keep_value else None, msg.key, None, headers
         )
-
-    def _maybe_crash(self, point: str) -> None:
-        if self._crash_point != point or self._crash_probability <= 0:
-            return
-        import random
-
-        if random.random() < self._crash_probability:
-            log.warning("test crash hook: SIGKILL at %s", point)
-            logging.shutdown()
-            os.kill(os.getpid(), signal.SIGKILL)
 
     # -- the sweep -----------------------------------------------------------------
 

@@ -71,7 +71,7 @@ from headrace.services.tasks.config import TaskSettings
 from headrace.services.tasks.lifecycle import Lifecycle, Outbox, View
 from headrace.services.tasks.records import DUE, due_after, due_range, split_due_key
 from headrace.settings import Settings
-from headrace.streams.app import make_app
+from headrace.streams.app import bytes_table, make_app, raw_topic
 from headrace.streams.batched_store import BatchedChangelogStore
 from headrace.streams.producer import AsyncProducer, MessageRefused
 from headrace.topic_admin import ensure_task_topics
@@ -141,19 +141,9 @@ class TaskService:
         self.topics = settings.topics
         self.routing = settings.routing
         self.app = make_app(settings, "tasks", instance=instance, web_port=web_port)
-        self.source = self.app.topic(
-            self.topics.task_requests,
-            self.topics.task_results,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-        )
-        # bytes key and value types make faust use the raw serializers.
-        self.table = self.app.Table(
-            TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions
-        )
+        topics = self.topics
+        self.source = raw_topic(self.app, settings, topics.task_requests, topics.task_results)
+        self.table = bytes_table(self.app, settings, TABLE)
         self.store = BatchedChangelogStore(self.table)
         self.lifecycle = Lifecycle(self.topics, int(self.config.retain_finished * 1000))
         self.producer: AsyncProducer | None = None

@@ -45,7 +45,7 @@ from headrace.services.timers.schedules import ScheduleBook
 from headrace.services.timers.store import WheelStore
 from headrace.services.timers.wheel import Frozen, TimerRecord, Wheel, WheelBatch
 from headrace.settings import Settings
-from headrace.streams.app import make_app
+from headrace.streams.app import bytes_table, make_app, raw_topic
 from headrace.streams.batches import run_batches
 from headrace.streams.producer import AsyncProducer
 
@@ -70,18 +70,8 @@ class TimerService:
         self.config = config or TimerSettings()
         self.topics = settings.topics
         self.app = make_app(settings, "timers", instance=instance, web_port=web_port)
-        self.source = self.app.topic(
-            self.topics.timers,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-        )
-        # bytes key and value types make faust use the raw serializers.
-        self.table = self.app.Table(
-            TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions
-        )
+        self.source = raw_topic(self.app, settings, self.topics.timers)
+        self.table = bytes_table(self.app, settings, TABLE)
         self.store = WheelStore(self.table)
         self.wheel = Wheel(self.store)
         self.calendars = CalendarBook(settings)
