@@ -521,7 +521,10 @@ async def test_waiting_for_a_connection_of_the_own_pool_spares_the_circuit(
         busy = asyncio.create_task(
             caller.call({"url": server.url("/slow"), "response": ".body"}, {}, idempotency_key=KEY)
         )
-        await asyncio.sleep(0.2)  # it holds the only connection
+        deadline = asyncio.get_running_loop().time() + 10
+        while not server.hits("/slow"):  # then it holds the only connection
+            assert asyncio.get_running_loop().time() < deadline, "the first call never arrived"
+            await asyncio.sleep(0.01)
         err = await fail(
             caller.call({"url": server.url("/slow"), "timeout": "200ms"}, {}, idempotency_key=KEY)
         )

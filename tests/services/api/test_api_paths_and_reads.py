@@ -152,9 +152,11 @@ def test_a_slow_scan_does_not_hold_up_other_requests(
     offline: Served, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     release_scan = threading.Event()
+    scanning = threading.Event()
 
     def slow(real: Any) -> Any:
         def scan(*a: Any, **kw: Any) -> Any:
+            scanning.set()
             release_scan.wait(10)
             return real(*a, **kw)
 
@@ -170,7 +172,7 @@ def test_a_slow_scan_does_not_hold_up_other_requests(
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.2)  # the scan is in hand
+    assert scanning.wait(10), "the slow scan never started"
     started = time.monotonic()
     with offline.client() as c:
         assert "offsets" in c.get("/position")
